@@ -1,0 +1,11 @@
+//! pvtherm: thermographic inspection of PV plants on an edge box.
+//!
+//! Data flows one way: a [`source::FrameSource`] yields [`frame::Frame`]s, the
+//! [`model`] finds modules and judges defects, [`analysis`] adds temperatures,
+//! severity and tracking, and [`publish`] delivers messages over MQTT through a
+//! durable outbox. [`service`] ties the daemon to systemd.
+
+pub mod frame;
+pub mod geometry;
+pub mod model;
+pub mod source;

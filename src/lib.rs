@@ -5,6 +5,7 @@
 //! severity and tracking, and [`publish`] delivers messages over MQTT through a
 //! durable outbox. [`service`] ties the daemon to systemd.
 
+pub mod commands;
 pub mod frame;
 pub mod geometry;
 pub mod model;

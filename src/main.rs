@@ -1,1 +1,50 @@
-fn main() {}
+//! The `pvtherm` command line: the daemon (`run`) and the one-shot tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use pvtherm::commands;
+
+/// Thermographic inspection of PV plants on an edge box: thermal camera ->
+/// int8 module detector -> MQTT.
+#[derive(Parser, Debug)]
+#[command(name = "pvtherm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: capture, detect, publish over MQTT (what systemd starts).
+    Run(commands::run::RunArgs),
+    /// Find the modules in thermal images and say which may be defective.
+    Detect(commands::detect::DetectArgs),
+    /// Measure the model against annotated images (module AP50, defect precision/recall).
+    Eval(commands::eval::EvalArgs),
+    /// Validate a configuration file without starting anything.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Detect(args) => commands::detect::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::CheckConfig { file } => commands::check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("pvtherm: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

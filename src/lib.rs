@@ -9,4 +9,5 @@ pub mod commands;
 pub mod frame;
 pub mod geometry;
 pub mod model;
+pub mod service;
 pub mod source;

@@ -1,0 +1,187 @@
+"""Export a trained checkpoint to ONNX f32 (BN folded) and int8 (QOperator, per-tensor).
+
+python -m pvtherm_train.export detector --ckpt ../../work-data/det/best.pt --threshold 0.3
+python -m pvtherm_train.export classifier --ckpt ../../work-data/cls/best.pt --threshold 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .data import REPO_ROOT, add_data_args, load_ism, load_pv_frames, load_split, split_frames
+from .nets import Classifier, Detector
+from .preprocess import crop_module, normalise
+
+MODELS = REPO_ROOT / "models"
+DET_VERSION = "0.1.0"
+CLS_VERSION = "0.1.0"
+
+
+def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key = k
+        p.value = str(v)
+
+
+def load_detector(ckpt: str) -> Detector:
+    ck = torch.load(ckpt, map_location="cpu")
+    m = Detector(ck["width"])
+    m.load_state_dict(ck["model"])
+    return m.eval()
+
+
+def load_classifier(ckpt: str) -> Classifier:
+    ck = torch.load(ckpt, map_location="cpu")
+    m = Classifier(**ck["cfg"])
+    m.load_state_dict(ck["model"])
+    return m.eval()
+
+
+def export_f32(model: torch.nn.Module, kind: str, path: Path, meta: dict[str, str]) -> None:
+    if kind == "detector":
+        dummy = torch.zeros(1, 1, 512, 640)
+        names = (["image"], ["maps"])
+        dyn = {"image": {2: "H", 3: "W"}, "maps": {2: "H_8", 3: "W_8"}}
+    else:
+        dummy = torch.zeros(1, 1, 40, 24)
+        names = (["crop"], ["logits"])
+        dyn = None
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "m.onnx"
+        torch.onnx.export(model, dummy, str(tmp), opset_version=13, input_names=names[0],
+                          output_names=names[1], dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
+        m = onnx.load(str(tmp))
+    ops = sorted({n.op_type for n in m.graph.node})
+    if set(ops) - {"Conv", "Relu"}:
+        raise RuntimeError(f"unexpected ops in {kind}: {ops}")
+    m.producer_name = "pvtherm_train"
+    m.doc_string = f"pvtherm {kind} (see models/MODEL_CARD.md)"
+    set_metadata(m, meta)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of arrays."""
+
+    def __init__(self, name: str, arrays: list[np.ndarray]):
+        self.name = name
+        self.it = iter(arrays)
+
+    def get_next(self):
+        a = next(self.it, None)
+        return None if a is None else {self.name: a}
+
+    def rewind(self):  # pragma: no cover - not used by MinMax
+        pass
+
+
+def calibration_data(kind: str, args, n: int, seed: int = 0) -> list[np.ndarray]:
+    """~n train-split inputs: detector = normalised full frames (raw and 8-bit variants),
+    classifier = module crops from the train frames plus ISM train crops."""
+    rng = np.random.default_rng(seed)
+    split = load_split()
+    frames = split_frames(load_pv_frames(args.data, args.work), split, "train")
+    out = []
+    if kind == "detector":
+        idx = rng.choice(len(frames), size=min(n, len(frames)), replace=False)
+        for j, i in enumerate(idx):
+            f = frames[i]
+            img = normalise(f.raw) if j % 3 else normalise(f.visible)
+            out.append(img[None, None].astype(np.float32))
+    else:
+        for i in rng.choice(len(frames), size=min(n // 2, len(frames)), replace=False):
+            f = frames[i]
+            q = f.quads[rng.integers(len(f.quads))]
+            out.append(crop_module(f.raw, q)[None, None])
+        ids, images, _ = load_ism(args.data, args.work)
+        val = set(split["ism"]["val_ids"])
+        tr = [i for i, k in enumerate(ids) if int(k) not in val]
+        for i in rng.choice(tr, size=n - len(out), replace=False):
+            out.append(normalise(images[i])[None, None])
+    return out
+
+
+def quantize(f32_path: Path, int8_path: Path, kind: str, calib: list[np.ndarray], meta: dict[str, str],
+             keep_head_float: bool = True) -> None:
+    """quantize_static, QOperator, per-tensor, Conv/Relu only (activations u8, weights s8).
+
+    The last conv (the head) is kept in float when keep_head_float: it is cheap and the
+    corner regression would otherwise be quantised to ~2 px steps."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    m = onnx.load(str(f32_path))
+    exclude = [m.graph.node[-1].name] if keep_head_float else []
+    name = m.graph.input[0].name
+    quantize_static(str(f32_path), str(int8_path), _Reader(name, calib), quant_format=QuantFormat.QOperator,
+                    per_channel=False, op_types_to_quantize=["Conv", "Relu"], activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=exclude)
+    q = onnx.load(str(int8_path))
+    q.producer_name = "pvtherm_train"
+    set_metadata(q, meta)
+    onnx.checker.check_model(q)
+    onnx.save(q, str(int8_path))
+
+
+def check_ort(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m pvtherm_train.export")
+    ap.add_argument("kind", choices=["detector", "classifier"])
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--threshold", type=float, required=True,
+                    help="detector: pvtherm.score_threshold; classifier: pvtherm.defect_threshold")
+    ap.add_argument("--version", help="semver (default: the module constant)")
+    ap.add_argument("--calib", type=int, default=30, help="number of calibration inputs")
+    ap.add_argument("--out-dir", default=str(MODELS))
+    ap.add_argument("--quant-head", action="store_true", help="also quantise the last conv")
+    add_data_args(ap)
+    args = ap.parse_args(argv)
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.kind == "detector":
+        model = load_detector(args.ckpt)
+        meta = {"pvtherm.kind": "detector", "pvtherm.name": "pvtherm-detector",
+                "pvtherm.version": args.version or DET_VERSION, "pvtherm.stride": "8",
+                "pvtherm.corner_scale": "32", "pvtherm.score_threshold": f"{args.threshold:g}"}
+        x = np.zeros((1, 1, 512, 640), np.float32)
+    else:
+        model = load_classifier(args.ckpt)
+        meta = {"pvtherm.kind": "classifier", "pvtherm.name": "pvtherm-classifier",
+                "pvtherm.version": args.version or CLS_VERSION, "pvtherm.defect_threshold": f"{args.threshold:g}",
+                "pvtherm.classes": ",".join(__import__("pvtherm_train.data", fromlist=["ISM_CLASSES"]).ISM_CLASSES)}
+        x = np.zeros((1, 1, 40, 24), np.float32)
+    f32 = out_dir / f"pvtherm-{args.kind}-f32.onnx"
+    i8 = out_dir / f"pvtherm-{args.kind}-int8.onnx"
+    export_f32(model, args.kind, f32, meta)
+    calib = calibration_data(args.kind, args, args.calib)
+    quantize(f32, i8, args.kind, calib, meta, keep_head_float=not args.quant_head)
+    # sanity: ORT vs torch on a calibration input
+    x = calib[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    a = check_ort(f32, x)
+    b = check_ort(i8, x)
+    print(f"{f32.name}: {f32.stat().st_size} B, max |ort - torch| = {np.abs(a - ref).max():.2e}")
+    print(f"{i8.name}: {i8.stat().st_size} B, max |int8 - f32| = {np.abs(b - a).max():.3f}, "
+          f"mean = {np.abs(b - a).mean():.4f}")
+    print("int8 ops:", sorted({n.op_type for n in onnx.load(str(i8)).graph.node}))
+
+
+if __name__ == "__main__":
+    main()

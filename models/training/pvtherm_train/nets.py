@@ -1,0 +1,87 @@
+"""The two networks: plain Conv(+BN)+ReLU chains, no Add/Concat/skip (tract int8 constraint)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DET_OUT = 11  # heat logit, 2 offsets, 8 corner coordinates
+CLS_OUT = 13  # 12 ISM classes + defect logit
+
+
+def cbr(cin: int, cout: int, k, stride: int = 1, dilation: int = 1, padding=None) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm + ReLU; BN folds into the conv at ONNX export (eval mode)."""
+    if padding is None:
+        padding = dilation * (k // 2) if isinstance(k, int) else tuple(dilation * (kk // 2) for kk in k)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Detector(nn.Module):
+    """Stride-8 CenterNet-style module detector.
+
+    c1 4x4/4 1->w/2, c2 3x3/2 w/2->w, c3 3x3, c4 3x3 dil 2, c5 3x3 dil 4, c6 3x3 dil 8 (w->w),
+    head 1x1 w->11. Receptive field 252 px. ~220 M MAC at 640x512 for w=32.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.width = width
+        self.features = nn.Sequential(
+            cbr(1, w // 2, 4, stride=4, padding=0),
+            cbr(w // 2, w, 3, stride=2),
+            cbr(w, w, 3),
+            cbr(w, w, 3, dilation=2),
+            cbr(w, w, 3, dilation=4),
+            cbr(w, w, 3, dilation=8),
+        )
+        self.head = nn.Conv2d(w, DET_OUT, 1)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.bias[0] = -2.19  # prior p = 0.1 (CenterNet)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class Classifier(nn.Module):
+    """40x24 crop -> 13 logits as a [1,13,1,1] map (the last conv is the dense layer).
+
+    3x3 1->w1, 3x3/2 w1->w2 (20x12), 3x3/2 w2->w2 (10x6), [extra 3x3 w2->w2], (10,6) w2->13.
+    """
+
+    def __init__(self, w1: int = 16, w2: int = 32, extra: int = 0):
+        super().__init__()
+        layers = [cbr(1, w1, 3), cbr(w1, w2, 3, stride=2), cbr(w2, w2, 3, stride=2)]
+        layers += [cbr(w2, w2, 3) for _ in range(extra)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(w2, CLS_OUT, (10, 6))
+        self.cfg = {"w1": w1, "w2": w2, "extra": extra}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def count_macs(model: nn.Module, h: int, w: int) -> int:
+    """Multiply-accumulates of all convolutions for a 1x1xHxW input."""
+    macs = 0
+
+    def hook(m, inp, out):
+        nonlocal macs
+        kh, kw = m.kernel_size
+        macs += out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, h, w))
+    model.train(was)
+    for hh in hs:
+        hh.remove()
+    return macs

@@ -235,9 +235,11 @@ fn structured_fields_reach_journald() {
         return;
     }
     // Preferred: a journald of our own in a private mount namespace, so the
-    // test neither needs nor disturbs the machine's journal.
+    // test neither needs nor disturbs the machine's journal. The probe mounts
+    // in a throwaway namespace, as the helper will.
     let private = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "true"])
+        .args(["--mount", "--propagation", "private"])
+        .args(["mount", "-t", "tmpfs", "tmpfs", "/run"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());

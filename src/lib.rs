@@ -9,5 +9,6 @@ pub mod commands;
 pub mod frame;
 pub mod geometry;
 pub mod model;
+pub mod publish;
 pub mod service;
 pub mod source;

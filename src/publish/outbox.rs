@@ -1,0 +1,617 @@
+//! The durable outbox: an SQLite table of messages accepted but not yet acknowledged
+//! by the broker.
+//!
+//! Why SQLite: it is the embedded database trusted for crash safety (atomic commits,
+//! a write-ahead log that survives SIGKILL and power cuts), it is a single file under
+//! the systemd `StateDirectory`, and rusqlite bundles it, so nothing needs installing.
+//!
+//! The row id (`INTEGER PRIMARY KEY AUTOINCREMENT`) is the delivery order. Memory holds
+//! only counters; the payloads stay on disk until the publisher fetches a window.
+
+use super::{duration_str, ClassCounts, MessageClass, Outgoing};
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bookkeeping bytes counted per row on top of payload and topic (row header, index
+/// entry), so that many tiny messages are not "free" against `max_bytes`.
+const ROW_OVERHEAD: u64 = 64;
+
+/// The `[outbox]` config section: where the durable queue lives and how big it may grow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// SQLite file. The systemd unit gives `StateDirectory=pvtherm`, hence the default
+    /// `/var/lib/pvtherm/outbox.sqlite`. The parent directory is created if missing.
+    pub path: PathBuf,
+    /// Upper bound on stored messages in bytes (payload + topic + 64 bytes per row).
+    /// When a new message does not fit, the oldest detections are dropped first, then
+    /// snapshots, and defects only when nothing else is left. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Messages older than this are dropped (and counted) instead of being delivered
+    /// late. Default `"7days"`.
+    #[serde(with = "duration_str")]
+    pub max_age: Duration,
+    /// SQLite `synchronous` level with the WAL journal: `"full"` (default) syncs the log
+    /// on every commit, so an accepted message survives a power cut; `"normal"` syncs
+    /// only at checkpoints: it never corrupts the file and survives a process crash,
+    /// but a power cut may lose the last accepted messages. Choose `"normal"` only on
+    /// storage where fsync is very slow and the box has a stable power supply.
+    pub synchronous: Synchronous,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            path: PathBuf::from("/var/lib/pvtherm/outbox.sqlite"),
+            max_bytes: 256 * 1024 * 1024,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// SQLite durability level, see [`OutboxConfig::synchronous`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync the write-ahead log on every commit: survives power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives process crashes, not power loss.
+    Normal,
+}
+
+/// One row read back from the outbox, ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Row id; increasing in acceptance order.
+    pub id: i64,
+    /// The message itself.
+    pub message: Outgoing,
+    /// When it was accepted (milliseconds since the Unix epoch).
+    pub created_at_ms: i64,
+}
+
+/// The durable queue. Single connection; the publisher wraps it in a mutex shared by
+/// the submitting threads and the delivery task.
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    max_bytes: u64,
+    max_age: Duration,
+    depth: u64,
+    bytes: u64,
+    dropped: ClassCounts,
+}
+
+/// Classes the outbox sacrifices when full, in this order; anything else is dropped
+/// (oldest first) only when none of these is left.
+const EVICTION_ORDER: [MessageClass; 2] = [MessageClass::Detections, MessageClass::Snapshot];
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `config.path`. A file that is not a valid
+    /// SQLite database is moved aside to `<file>.corrupt-<unix seconds>` with a loud
+    /// error log, and a fresh outbox is started: a damaged queue must not keep the
+    /// daemon from detecting defects.
+    pub fn open(config: &OutboxConfig) -> Result<Outbox> {
+        if config.max_bytes == 0 {
+            bail!("[outbox] max_bytes is 0: set a size in bytes, e.g. 268435456 (256 MiB)");
+        }
+        let path = config.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create the outbox directory {} (set [outbox] path to a writable place)",
+                    dir.display()
+                )
+            })?;
+        }
+        let conn = match open_checked(&path, config.synchronous) {
+            Ok(conn) => conn,
+            Err(e) if is_corruption(&e) => {
+                let aside = move_aside(&path)?;
+                log::error!(
+                    "outbox {} is corrupt ({e:#}); moved it to {} and started an empty outbox — \
+                     messages in the old file are NOT delivered",
+                    path.display(),
+                    aside.display()
+                );
+                open_checked(&path, config.synchronous).with_context(|| {
+                    format!("cannot create a fresh outbox at {}", path.display())
+                })?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open outbox {}", path.display()))
+            }
+        };
+        let (depth, bytes): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .with_context(|| format!("cannot read outbox {}", path.display()))?;
+        let mut outbox = Outbox {
+            conn,
+            path,
+            max_bytes: config.max_bytes,
+            max_age: config.max_age,
+            depth: depth as u64,
+            bytes: bytes as u64,
+            dropped: ClassCounts::default(),
+        };
+        if outbox.depth > 0 {
+            log::info!(
+                "outbox {}: {} messages ({} bytes) waiting from a previous run",
+                outbox.path.display(),
+                outbox.depth,
+                outbox.bytes
+            );
+        }
+        outbox.expire()?;
+        Ok(outbox)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of stored messages.
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Accounted bytes of stored messages (see [`OutboxConfig::max_bytes`]).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Messages dropped since open (full or expired), per class.
+    pub fn dropped(&self) -> ClassCounts {
+        self.dropped
+    }
+
+    /// Stores messages in one transaction (one fsync), evicting older ones first if
+    /// they do not fit. Returns the new row ids. A message larger than `max_bytes` on
+    /// its own is refused with an error and nothing of the batch is stored.
+    pub fn push_all<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a Outgoing>,
+    ) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::new();
+        let (mut depth, mut bytes, mut dropped) = (self.depth, self.bytes, self.dropped);
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO outbox (class, topic_suffix, retain, created_at, size, payload) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for m in messages {
+                let size = row_size(m);
+                if size > self.max_bytes {
+                    bail!(
+                        "{} message on {:?} is {} bytes, more than [outbox] max_bytes = {}",
+                        m.class,
+                        m.topic_suffix,
+                        size,
+                        self.max_bytes
+                    );
+                }
+                while bytes + size > self.max_bytes {
+                    let (class, freed) = evict_one(&tx)?;
+                    dropped.add(class, 1);
+                    depth -= 1;
+                    bytes -= freed;
+                }
+                insert.execute(params![
+                    m.class.as_str(),
+                    m.topic_suffix,
+                    m.retain,
+                    now,
+                    size as i64,
+                    m.payload
+                ])?;
+                ids.push(tx.last_insert_rowid());
+                depth += 1;
+                bytes += size;
+            }
+        }
+        tx.commit()
+            .with_context(|| format!("cannot commit to outbox {}", self.path.display()))?;
+        for (class, n) in dropped.iter() {
+            let before = self.dropped.get(class);
+            if n > before {
+                log::warn!(
+                    "outbox full ({} bytes max): dropped {} oldest {class} message(s)",
+                    self.max_bytes,
+                    n - before
+                );
+            }
+        }
+        (self.depth, self.bytes, self.dropped) = (depth, bytes, dropped);
+        Ok(ids)
+    }
+
+    /// Up to `limit` messages with id greater than `after`, oldest first.
+    pub fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<StoredMessage>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, class, topic_suffix, retain, created_at, payload FROM outbox \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, class, topic_suffix, retain, created_at_ms, payload) = row?;
+            // An unknown class can only come from a newer version's file: deliver it
+            // as detections (the most droppable) rather than refusing the whole queue.
+            let class = MessageClass::from_name(&class).unwrap_or(MessageClass::Detections);
+            out.push(StoredMessage {
+                id,
+                message: Outgoing {
+                    topic_suffix,
+                    payload,
+                    class,
+                    retain,
+                },
+                created_at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes a delivered row. Returns false if it was already gone (evicted while in
+    /// flight), which is not an error.
+    pub fn remove(&mut self, id: i64) -> Result<bool> {
+        let size: Option<i64> = self
+            .conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING size")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        match size {
+            Some(size) => {
+                self.depth -= 1;
+                self.bytes -= size as u64;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Drops messages older than `max_age` (counted per class). Returns how many.
+    pub fn expire(&mut self) -> Result<u64> {
+        let cutoff = now_ms() - self.max_age.as_millis().min(i64::MAX as u128) as i64;
+        let tx = self.conn.transaction()?;
+        let mut removed = ClassCounts::default();
+        let mut freed = 0u64;
+        {
+            let mut stmt =
+                tx.prepare("DELETE FROM outbox WHERE created_at < ?1 RETURNING class, size")?;
+            let rows = stmt.query_map([cutoff], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (class, size) = row?;
+                let class = MessageClass::from_name(&class).unwrap_or(MessageClass::Detections);
+                removed.add(class, 1);
+                freed += size as u64;
+            }
+        }
+        tx.commit()?;
+        let n = removed.total();
+        if n > 0 {
+            log::warn!(
+                "outbox: dropped {n} message(s) older than {} ([outbox] max_age)",
+                humantime::format_duration(self.max_age)
+            );
+            for (class, k) in removed.iter() {
+                self.dropped.add(class, k);
+            }
+            self.depth -= n;
+            self.bytes -= freed;
+        }
+        Ok(n)
+    }
+
+    /// Moves the write-ahead log into the main file (called on clean shutdown so the
+    /// state directory holds one self-contained file).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .with_context(|| format!("cannot checkpoint outbox {}", self.path.display()))
+    }
+}
+
+/// Opens the file, sets WAL + synchronous, checks integrity quickly and creates the
+/// schema.
+fn open_checked(path: &Path, sync: Synchronous) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("SQLite refused WAL journal mode (got {mode:?})");
+    }
+    let level = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous={level};"))?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        bail!(CorruptOutbox(check));
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS outbox (
+             id           INTEGER PRIMARY KEY AUTOINCREMENT,
+             class        TEXT    NOT NULL,
+             topic_suffix TEXT    NOT NULL,
+             retain       INTEGER NOT NULL,
+             created_at   INTEGER NOT NULL,
+             size         INTEGER NOT NULL,
+             payload      BLOB    NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS outbox_class_id ON outbox (class, id);",
+    )?;
+    Ok(conn)
+}
+
+/// Marker error: `PRAGMA quick_check` found damage.
+#[derive(Debug, thiserror::Error)]
+#[error("integrity check failed: {0}")]
+struct CorruptOutbox(String);
+
+fn is_corruption(e: &anyhow::Error) -> bool {
+    if e.downcast_ref::<CorruptOutbox>().is_some() {
+        return true;
+    }
+    matches!(
+        e.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames the database (and its -wal/-shm files) to `<name>.corrupt-<unix seconds>`.
+fn move_aside(path: &Path) -> Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).with_context(|| {
+        format!(
+            "outbox {} is corrupt and could not be moved aside to {}; remove it by hand",
+            path.display(),
+            aside.display()
+        )
+    })?;
+    for ext in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(ext);
+        let side = PathBuf::from(side);
+        if side.exists() {
+            let mut to = aside.as_os_str().to_owned();
+            to.push(ext);
+            let _ = std::fs::rename(&side, PathBuf::from(to));
+        }
+    }
+    Ok(aside)
+}
+
+/// Deletes the oldest row of the most droppable class present. Returns its class and
+/// accounted size.
+fn evict_one(tx: &rusqlite::Transaction<'_>) -> Result<(MessageClass, u64)> {
+    let mut victim: Option<(i64, String, i64)> = None;
+    for class in EVICTION_ORDER {
+        victim = tx
+            .prepare_cached(
+                "SELECT id, class, size FROM outbox WHERE class = ?1 ORDER BY id LIMIT 1",
+            )?
+            .query_row([class.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if victim.is_some() {
+            break;
+        }
+    }
+    if victim.is_none() {
+        victim = tx
+            .prepare_cached("SELECT id, class, size FROM outbox ORDER BY id LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+    }
+    let Some((id, class, size)) = victim else {
+        bail!("outbox accounting error: full but no row left to drop");
+    };
+    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+        .execute([id])?;
+    let class = MessageClass::from_name(&class).unwrap_or(MessageClass::Detections);
+    Ok((class, size as u64))
+}
+
+fn row_size(m: &Outgoing) -> u64 {
+    (m.payload.len() + m.topic_suffix.len()) as u64 + ROW_OVERHEAD
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, max_bytes: u64) -> OutboxConfig {
+        OutboxConfig {
+            path: dir.join("state/outbox.sqlite"),
+            max_bytes,
+            ..OutboxConfig::default()
+        }
+    }
+
+    fn msg(class: MessageClass, n: usize, len: usize) -> Outgoing {
+        let mut payload = format!("{n:06}").into_bytes();
+        payload.resize(len, b' ');
+        Outgoing::new(class, "t", payload)
+    }
+
+    #[test]
+    fn push_fetch_remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20);
+        let mut ob = Outbox::open(&cfg).unwrap();
+        let ids = ob
+            .push_all(&[
+                msg(MessageClass::Detections, 1, 100),
+                msg(MessageClass::Defect, 2, 100),
+            ])
+            .unwrap();
+        assert_eq!(ob.depth(), 2);
+        assert!(ob.remove(ids[0]).unwrap());
+        assert!(!ob.remove(ids[0]).unwrap());
+        ob.push_all(&[msg(MessageClass::Snapshot, 3, 50)]).unwrap();
+        drop(ob); // no checkpoint: like a crash
+        let ob = Outbox::open(&cfg).unwrap();
+        assert_eq!(ob.depth(), 2);
+        let rows = ob.fetch_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].message.class, MessageClass::Defect);
+        assert_eq!(rows[1].message.class, MessageClass::Snapshot);
+        assert!(rows[1].message.retain);
+        assert_eq!(ob.fetch_after(rows[0].id, 10).unwrap().len(), 1);
+        assert_eq!(ob.bytes(), 2 * ROW_OVERHEAD + 2 + 150);
+    }
+
+    #[test]
+    fn full_outbox_drops_detections_then_snapshots_then_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = 1000 + 1 + ROW_OVERHEAD;
+        let mut ob = Outbox::open(&config(dir.path(), 6 * row)).unwrap();
+        let batch = [
+            msg(MessageClass::Defect, 0, 1000),
+            msg(MessageClass::Detections, 1, 1000),
+            msg(MessageClass::Snapshot, 2, 1000),
+            msg(MessageClass::Detections, 3, 1000),
+            msg(MessageClass::DefectThumbnail, 4, 1000),
+            msg(MessageClass::DefectEvent, 5, 1000),
+        ];
+        ob.push_all(&batch).unwrap();
+        assert_eq!(ob.depth(), 6);
+        // Three more defects: both detections then the snapshot go.
+        for n in 6..9 {
+            ob.push_all(&[msg(MessageClass::Defect, n, 1000)]).unwrap();
+        }
+        assert_eq!(ob.dropped().get(MessageClass::Detections), 2);
+        assert_eq!(ob.dropped().get(MessageClass::Snapshot), 1);
+        // Only defect-like rows are left: the oldest of them goes.
+        ob.push_all(&[msg(MessageClass::Defect, 9, 1000)]).unwrap();
+        assert_eq!(ob.dropped().get(MessageClass::Defect), 1);
+        assert_eq!(ob.dropped().total(), 4);
+        let left: Vec<String> = ob
+            .fetch_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.message.payload[..6]).into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["000004", "000005", "000006", "000007", "000008", "000009"]
+        );
+        assert_eq!(ob.depth(), 6);
+        assert!(ob.bytes() <= 6 * row);
+        // Too large on its own: refused, nothing dropped.
+        assert!(ob
+            .push_all(&[msg(MessageClass::Defect, 10, 10 * 1000)])
+            .is_err());
+        assert_eq!(ob.depth(), 6);
+    }
+
+    #[test]
+    fn old_messages_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 1 << 20);
+        cfg.max_age = Duration::from_millis(50);
+        let mut ob = Outbox::open(&cfg).unwrap();
+        ob.push_all(&[
+            msg(MessageClass::Detections, 1, 10),
+            msg(MessageClass::Defect, 2, 10),
+        ])
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        ob.push_all(&[msg(MessageClass::Defect, 3, 10)]).unwrap();
+        assert_eq!(ob.expire().unwrap(), 2);
+        assert_eq!(ob.depth(), 1);
+        assert_eq!(ob.dropped().get(MessageClass::Defect), 1);
+        assert_eq!(ob.dropped().get(MessageClass::Detections), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20);
+        std::fs::create_dir_all(cfg.path.parent().unwrap()).unwrap();
+        std::fs::write(&cfg.path, vec![0x5au8; 8192]).unwrap();
+        let mut ob = Outbox::open(&cfg).unwrap();
+        assert_eq!(ob.depth(), 0);
+        ob.push_all(&[msg(MessageClass::Defect, 1, 10)]).unwrap();
+        let names: Vec<String> = std::fs::read_dir(cfg.path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("outbox.sqlite.corrupt-")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn config_parses_with_defaults() {
+        let cfg: OutboxConfig =
+            toml::from_str("path = \"/tmp/x.sqlite\"\nmax_age = \"2h\"\nsynchronous = \"normal\"")
+                .unwrap();
+        assert_eq!(cfg.max_age, Duration::from_secs(7200));
+        assert_eq!(cfg.synchronous, Synchronous::Normal);
+        assert_eq!(cfg.max_bytes, OutboxConfig::default().max_bytes);
+        let err = toml::from_str::<OutboxConfig>("max_byte = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_byte"), "{err}");
+    }
+
+    #[test]
+    fn documented_snippet_parses_with_every_key() {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            outbox: OutboxConfig,
+        }
+        let text = include_str!("../../config/snippets/outbox.toml");
+        let plain: File = toml::from_str(text).unwrap();
+        assert_eq!(
+            plain.outbox,
+            OutboxConfig::default(),
+            "snippet shows the defaults"
+        );
+        let all = crate::publish::snippet_with_all_keys(text);
+        toml::from_str::<File>(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
+    }
+}

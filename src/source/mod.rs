@@ -2,6 +2,8 @@
 //! through one trait, so the pipeline does not care whether it reads a camera
 //! or a folder of survey images.
 
+pub mod formats;
+
 use crate::frame::Frame;
 
 /// Health of the camera (or other source), published on the `camera` topic.

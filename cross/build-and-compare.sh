@@ -89,8 +89,12 @@ def load(path):
     text = open(path).read()
     try:
         return json.loads(text)
-    except json.JSONDecodeError:  # JSON lines
+    except json.JSONDecodeError:
+        pass
+    try:  # JSON lines
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        sys.exit(f"   {path} is neither JSON nor JSON lines: {e}")
 
 stats = {"numbers": 0, "exact": 0, "max_abs": 0.0}
 errors = []
@@ -142,6 +146,26 @@ sys.exit(1 if errors else 0)
 PY
 }
 
+# The Rust std of each target first: without any, there is nothing to prove here.
+status=0
+summary=()
+available=()
+for t in $TARGETS; do
+    gnu_prefix "$t" >/dev/null
+    say "$t: rustup target add"
+    if rustup target add "$t"; then
+        available+=("$t")
+    else
+        echo "SKIP $t: rustup cannot fetch the Rust std for $t on this machine (no access to static.rust-lang.org?); nothing built for it."
+        summary+=("$t: skipped (no Rust std)")
+    fi
+done
+if [ ${#available[@]} -eq 0 ]; then
+    say "no target's Rust std available: nothing to build or compare"
+    for line in "${summary[@]}"; do echo "   $line"; done
+    exit 0
+fi
+
 say "x86_64 reference: cargo build --profile $PROFILE"
 cargo build --profile "$PROFILE" --bin pvtherm
 REF_BIN=$TARGET_DIR/$PROFILE_DIR/pvtherm
@@ -149,9 +173,7 @@ start=$EPOCHREALTIME
 "$REF_BIN" detect "${IMAGES[@]}" --json >"$OUT/x86_64.json"
 say "x86_64: detect on ${#IMAGES[@]} images in $(since "$start") s -> $OUT/x86_64.json"
 
-status=0
-summary=()
-for t in $TARGETS; do
+for t in "${available[@]}"; do
     prefix=$(gnu_prefix "$t")
     qemu=$(qemu_for "$t")
     missing=()
@@ -160,13 +182,6 @@ for t in $TARGETS; do
     [ -f "/usr/$prefix/include/linux/videodev2.h" ] || missing+=("linux-libc-dev-*-cross (/usr/$prefix/include/linux/videodev2.h)")
     if [ ${#missing[@]} -gt 0 ]; then
         die "$t needs: ${missing[*]}"
-    fi
-
-    say "$t: rustup target add"
-    if ! rustup target add "$t"; then
-        echo "SKIP $t: rustup cannot fetch the Rust std for $t on this machine (no access to static.rust-lang.org?); nothing built for it."
-        summary+=("$t: skipped (no Rust std)")
-        continue
     fi
 
     # Per-target settings cargo, cc-rs and bindgen read from the environment.

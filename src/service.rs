@@ -80,20 +80,27 @@ pub fn init_logging_to(level: LevelFilter, target: LogTarget) -> anyhow::Result<
         other => other,
     };
     let filter = TargetFilter { level };
-    let logger: Box<dyn Log> = match resolved {
-        LogTarget::Journal => {
-            let journal = JournalLog::new()
-                .context("cannot connect to journald at /run/systemd/journal/socket")?
-                .with_syslog_identifier(IDENTIFIER.to_string());
+    let journal = match resolved {
+        LogTarget::Journal => match JournalLog::new() {
+            Ok(journal) => Some(journal.with_syslog_identifier(IDENTIFIER.to_string())),
+            // Auto: stderr is the journal's stream anyway, just without fields.
+            Err(_) if target == LogTarget::Auto => None,
+            Err(err) => {
+                return Err(err)
+                    .context("cannot connect to journald at /run/systemd/journal/socket")
+            }
+        },
+        _ => None,
+    };
+    let (logger, resolved): (Box<dyn Log>, _) = match journal {
+        Some(inner) => (Box::new(Filtered { filter, inner }), LogTarget::Journal),
+        None => (
             Box::new(Filtered {
                 filter,
-                inner: journal,
-            })
-        }
-        _ => Box::new(Filtered {
-            filter,
-            inner: StderrLogger,
-        }),
+                inner: StderrLogger,
+            }),
+            LogTarget::Stderr,
+        ),
     };
     log::set_boxed_logger(logger).context("a logger is already installed")?;
     log::set_max_level(filter.max_level());

@@ -52,6 +52,26 @@ def ism_augment(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
                      np.clip(np.round(v), 0, 255).astype(np.uint8))
 
 
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless stream of (x, ISM labels, pv defect labels) batches, built in a worker process."""
+
+    def __init__(self, images, labels, tr_idx, pv, batch_ism, batch_pv, n_def, seed):
+        self.images, self.labels, self.tr_idx, self.pv = images, labels, tr_idx, pv
+        self.batch_ism, self.batch_pv, self.n_def, self.seed = batch_ism, batch_pv, n_def, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng(self.seed * 1000 + (info.id if info else 0) + int(time.time()) % 100000)
+        while True:
+            bi = rng.choice(self.tr_idx, self.batch_ism)
+            xi = np.stack([ism_augment(rng, self.images[i]) for i in bi])
+            pv = [self.pv.sample(rng, True) for _ in range(self.n_def)] + \
+                 [self.pv.sample(rng, False) for _ in range(self.batch_pv - self.n_def)]
+            xp = np.stack([p[0] for p in pv])
+            x = torch.from_numpy(np.concatenate([xi, xp])[:, None].astype(F32))
+            yield x, torch.from_numpy(self.labels[bi]), torch.tensor([p[1] for p in pv], dtype=torch.float32)
+
+
 class PvCrops:
     """Module crops from pv-thermography frames with quad jitter and camera renderings."""
 
@@ -133,6 +153,7 @@ def main(argv=None):
     ap.add_argument("--w-defect", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--eval-every", type=float, default=4.0)
     args = ap.parse_args(argv)
@@ -167,6 +188,9 @@ def main(argv=None):
     step, hist, best = 0, [], -1.0
     log = open(out / "train_log.jsonl", "a")
     n_def = int(round(args.batch_pv * args.pv_defect_share))
+    stream = BatchStream(images, labels, tr_idx, pv_train, args.batch_ism, args.batch_pv, n_def, args.seed)
+    loader = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
+                                              persistent_workers=args.workers > 0))
     while True:
         el = time.time() - t0
         frac = el / budget
@@ -175,14 +199,8 @@ def main(argv=None):
         lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
-        bi = rng.choice(tr_idx, args.batch_ism)
-        xi = np.stack([ism_augment(rng, images[i]) for i in bi])
-        yi = torch.from_numpy(labels[bi])
-        pv = [pv_train.sample(rng, True) for _ in range(n_def)] + \
-             [pv_train.sample(rng, False) for _ in range(args.batch_pv - n_def)]
-        xp = np.stack([p[0] for p in pv])
-        yp = torch.tensor([p[1] for p in pv], dtype=torch.float32)
-        x = torch.from_numpy(np.concatenate([xi, xp])[:, None].astype(F32))
+        x, yi, yp = next(loader)
+        bi = yi
         model.train()
         lo = model(x)[:, :, 0, 0]
         l_cls = F.cross_entropy(lo[:len(bi), :12], yi, weight=cw, label_smoothing=0.05)

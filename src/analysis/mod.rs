@@ -1,0 +1,344 @@
+//! Analysis of the model's output: module temperatures, delta-T against the
+//! healthy neighbours, severity classes, tracking across frames (one event per
+//! physical defect) and geotags.
+//!
+//! Thermographers do not act on "defective: true"; they act on how hot,
+//! compared with what, and where. [`Analyser::analyse`] is the one entry point
+//! that the daemon's pipeline and `pvtherm detect` both call, once per frame.
+
+pub mod geotag;
+pub mod severity;
+pub mod temperature;
+pub mod tracking;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::flir::ObjectParams;
+use crate::frame::{Frame, Pixels, Radiometry};
+use crate::geometry::{Point, Quad};
+use crate::model::ModuleDetection;
+use crate::render::RenderOptions;
+
+pub use geotag::{Position, PositionConfig, PositionSource, PositionSourceKind};
+pub use severity::{Severity, SeverityConfig};
+pub use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};
+pub use tracking::{BestSighting, DefectEvent, EventKind, Tracker, TrackingConfig};
+
+/// `[analysis]`: temperatures, severity, tracking and position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Fewest healthy modules in a frame for their median to be the delta-T
+    /// reference (default 3); with fewer, the median of all modules is used.
+    pub min_reference_modules: usize,
+    /// Object parameters replacing the R-JPEG's own (emissivity of module
+    /// glass, reflected sky temperature, distance). Applies to FLIR Planck
+    /// radiometry only; linear cameras (Lepton, TC001) report temperatures
+    /// that already include their own assumptions.
+    pub object: ObjectParams,
+    /// Severity classes.
+    pub severity: SeverityConfig,
+    /// Tracking and defect events.
+    pub tracking: TrackingConfig,
+    /// Position source for geotags.
+    pub position: PositionConfig,
+    /// How the snapshot, `detect` overviews and thumbnails are drawn.
+    pub render: RenderOptions,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            min_reference_modules: 3,
+            object: ObjectParams::default(),
+            severity: SeverityConfig::default(),
+            tracking: TrackingConfig::default(),
+            position: PositionConfig::default(),
+            render: RenderOptions::default(),
+        }
+    }
+}
+
+impl AnalysisConfig {
+    /// Checks every subsection; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        self.object.validate().context("analysis.object")?;
+        self.severity.validate()?;
+        self.tracking.validate()?;
+        self.position.validate()?;
+        self.render.validate()?;
+        Ok(())
+    }
+}
+
+/// One module with everything the analysis adds to the model's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysedModule {
+    /// The detector's and classifier's output.
+    pub detection: ModuleDetection,
+    /// Temperatures inside the outline (`None` when no pixel lies inside).
+    pub temperature: Option<ModuleTemperature>,
+    /// Hottest pixel minus the frame's reference, in the frame's unit.
+    pub delta_t: Option<f32>,
+    /// Class of abnormality (see [`severity`]).
+    pub severity: Option<Severity>,
+    /// Tracker id, stable while the module stays in view.
+    pub track_id: Option<u64>,
+}
+
+/// The analysis of one frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameAnalysis {
+    /// The modules, in the detector's order.
+    pub modules: Vec<AnalysedModule>,
+    /// Median of the mean temperatures of the healthy modules (of all modules
+    /// when too few are healthy), in `unit`; `None` without any temperature.
+    pub reference_temp: Option<f32>,
+    /// Unit of every temperature and delta-T: `celsius` or `relative`.
+    pub unit: TemperatureUnit,
+    /// Why severities are missing, when they are (relative units without a scale).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    /// Defect events caused by this frame (`new`, `update`, `end`).
+    pub events: Vec<DefectEvent>,
+}
+
+/// The pixels around one module, kept for its thumbnail after the frame is
+/// gone (the best sighting of a defect may be several frames old when the
+/// event is sent).
+#[derive(Debug, Clone)]
+pub struct ModuleCrop {
+    /// The cut-out, with the original radiometry, sequence and capture time.
+    pub frame: Frame,
+    /// The module outline in the cut-out's coordinates.
+    pub quad: Quad,
+}
+
+impl ModuleCrop {
+    /// Cuts the module's box plus `margin` (fraction of the box size on each
+    /// side) out of `frame`. `None` when the box misses the frame or the frame
+    /// is inconsistent.
+    pub fn new(frame: &Frame, quad: &Quad, margin: f32) -> Option<ModuleCrop> {
+        frame.validate().ok()?;
+        let (x0, y0, x1, y1) = crop_rect(quad, margin, frame.width, frame.height)?;
+        let (w, cw) = (frame.width as usize, (x1 - x0) as usize);
+        let rows =
+            (y0 as usize..y1 as usize).map(|y| y * w + x0 as usize..y * w + x0 as usize + cw);
+        let pixels = match &frame.pixels {
+            Pixels::Gray8(p) => Pixels::Gray8(rows.flat_map(|r| p[r].iter().copied()).collect()),
+            Pixels::Gray16(p) => Pixels::Gray16(rows.flat_map(|r| p[r].iter().copied()).collect()),
+        };
+        let (dx, dy) = (x0 as f32, y0 as f32);
+        Some(ModuleCrop {
+            frame: Frame {
+                width: x1 - x0,
+                height: y1 - y0,
+                pixels,
+                radiometry: frame.radiometry.clone(),
+                sequence: frame.sequence,
+                captured_at: frame.captured_at,
+                origin: frame.origin.clone(),
+            },
+            quad: Quad(quad.0.map(|p| Point {
+                x: p.x - dx,
+                y: p.y - dy,
+            })),
+        })
+    }
+}
+
+/// The pixel rectangle `(x0, y0, x1, y1)` (exclusive ends) of the quad's box
+/// grown by `margin` x its size on each side and clipped to a `width` x
+/// `height` frame; `None` when it is empty or the quad is not finite.
+pub fn crop_rect(
+    quad: &Quad,
+    margin: f32,
+    width: u32,
+    height: u32,
+) -> Option<(u32, u32, u32, u32)> {
+    let b = quad.bbox();
+    if ![b.x0, b.y0, b.x1, b.y1, margin]
+        .iter()
+        .all(|v| v.is_finite())
+    {
+        return None;
+    }
+    let (mx, my) = (b.width() * margin.max(0.0), b.height() * margin.max(0.0));
+    let x0 = (b.x0 - mx).floor().clamp(0.0, width as f32) as u32;
+    let y0 = (b.y0 - my).floor().clamp(0.0, height as f32) as u32;
+    let x1 = (b.x1 + mx).ceil().clamp(0.0, width as f32) as u32;
+    let y1 = (b.y1 + my).ceil().clamp(0.0, height as f32) as u32;
+    (x1 > x0 && y1 > y0).then_some((x0, y0, x1, y1))
+}
+
+/// Runs the analysis frame after frame. Holds the tracker, the position
+/// source and reused buffers: one per frame stream (the daemon's pipeline, or
+/// one `detect` run over a survey).
+#[derive(Debug)]
+pub struct Analyser {
+    config: AnalysisConfig,
+    meter: TemperatureMeter,
+    tracker: Tracker,
+    position: PositionSource,
+    means: Vec<f32>,
+}
+
+impl Analyser {
+    /// Validates the config and starts the position source (the gpsd thread
+    /// connects in the background).
+    pub fn new(config: AnalysisConfig) -> Result<Analyser> {
+        config.validate()?;
+        let position = PositionSource::from_config(&config.position)?;
+        Ok(Analyser {
+            tracker: Tracker::new(config.tracking.clone()),
+            config,
+            meter: TemperatureMeter::new(),
+            position,
+            means: Vec::new(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AnalysisConfig {
+        &self.config
+    }
+
+    /// The radiometry used for `frame`: the frame's, with the configured
+    /// object parameters applied to FLIR Planck constants.
+    pub fn effective_radiometry(&self, frame: &Frame) -> Radiometry {
+        match &frame.radiometry {
+            Radiometry::Planck(p) => Radiometry::Planck(p.with_overrides(&self.config.object)),
+            other => other.clone(),
+        }
+    }
+
+    /// Analyses one frame: temperatures, reference, delta-T and severity of
+    /// every module, then tracking and the defect events this frame causes.
+    /// Never fails: what cannot be measured is `None`.
+    pub fn analyse(&mut self, frame: &Frame, detections: Vec<ModuleDetection>) -> FrameAnalysis {
+        let radiometry = self.effective_radiometry(frame);
+        let absolute = radiometry.is_absolute();
+        let unit = if absolute {
+            TemperatureUnit::Celsius
+        } else {
+            TemperatureUnit::Relative
+        };
+        let mut modules: Vec<AnalysedModule> = detections
+            .into_iter()
+            .map(|detection| AnalysedModule {
+                temperature: self.meter.measure(frame, &radiometry, &detection.quad),
+                detection,
+                delta_t: None,
+                severity: None,
+                track_id: None,
+            })
+            .collect();
+
+        let reference_temp = self.reference(&modules);
+        let sev = &self.config.severity;
+        for m in &mut modules {
+            m.delta_t = match (&m.temperature, reference_temp) {
+                (Some(t), Some(r)) => Some(t.max - r),
+                _ => None,
+            };
+            let delta_k = m.delta_t.and_then(|d| sev.delta_in_kelvin(d, absolute));
+            let defect = &m.detection.defect;
+            m.severity = sev.classify(delta_k, defect.defective, &defect.anomaly_class);
+        }
+        let note =
+            (!absolute && sev.raw_units_per_k.is_none() && reference_temp.is_some()).then(|| {
+                "relative units: no absolute temperature from this source; set \
+             analysis.severity.raw_units_per_k to grade delta-T"
+                    .to_string()
+            });
+
+        let position = if modules.iter().any(|m| m.detection.defect.defective) {
+            self.position.current()
+        } else {
+            None
+        };
+        let events = self
+            .tracker
+            .update(frame, &mut modules, unit, position.as_ref());
+        FrameAnalysis {
+            modules,
+            reference_temp,
+            unit,
+            note,
+            events,
+        }
+    }
+
+    /// Ends every open defect (shutdown, end of a survey): the `end` events.
+    pub fn finish(&mut self) -> Vec<DefectEvent> {
+        self.tracker.finish()
+    }
+
+    /// Median of the healthy modules' mean temperatures, or of all modules'
+    /// when fewer than `min_reference_modules` are healthy.
+    fn reference(&mut self, modules: &[AnalysedModule]) -> Option<f32> {
+        let means = &mut self.means;
+        means.clear();
+        let healthy = modules.iter().filter(|m| !m.detection.defect.defective);
+        means.extend(healthy.filter_map(|m| m.temperature.as_ref().map(|t| t.mean)));
+        if means.len() < self.config.min_reference_modules.max(1) {
+            means.clear();
+            means.extend(
+                modules
+                    .iter()
+                    .filter_map(|m| m.temperature.as_ref().map(|t| t.mean)),
+            );
+        }
+        median(means)
+    }
+}
+
+/// Median of the values (reorders them); `None` for none. Even counts give
+/// the mean of the two middle values.
+pub fn median(v: &mut [f32]) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f32::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+/// Serde for `SystemTime` as an RFC 3339 string with milliseconds (UTC), the
+/// time format of every payload.
+pub mod rfc3339 {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Last second humantime can format (end of year 9999).
+    const MAX_SECS: u64 = 253_402_300_799;
+
+    /// Writes `t` as e.g. `2024-06-01T10:00:00.123Z`; times outside 1970..9999
+    /// (a camera with a wrong clock) are clamped rather than failing.
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let max = UNIX_EPOCH + Duration::from_secs(MAX_SECS);
+        let t = (*t).clamp(UNIX_EPOCH, max);
+        s.collect_str(&humantime::format_rfc3339_millis(t))
+    }
+
+    /// Reads an RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Milliseconds since the Unix epoch (0 for earlier times).
+    pub fn unix_millis(t: SystemTime) -> u64 {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! Temperature statistics inside one module outline.
+//!
+//! Thermographers judge a module by its hottest point against its neighbours,
+//! so for each module quadrilateral we compute min / max / mean / median and
+//! the hot-spot pixel. Values are degrees C when the frame is radiometric
+//! ([`Radiometry::is_absolute`]), else the raw pixel values ("relative" units).
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{CelsiusLut, Frame, Radiometry};
+use crate::geometry::{Point, Quad};
+
+/// The unit of every temperature-like number in an analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemperatureUnit {
+    /// Degrees Celsius (the frame carries absolute radiometry).
+    Celsius,
+    /// Raw pixel values: ordered like temperature, but without a scale.
+    Relative,
+}
+
+impl TemperatureUnit {
+    /// The unit that applies to `frame`.
+    pub fn of(frame: &Frame) -> TemperatureUnit {
+        if frame.radiometry.is_absolute() {
+            TemperatureUnit::Celsius
+        } else {
+            TemperatureUnit::Relative
+        }
+    }
+}
+
+/// Temperature statistics of the pixels inside one module quadrilateral.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleTemperature {
+    /// Coldest pixel.
+    pub min: f32,
+    /// Hottest pixel.
+    pub max: f32,
+    /// Mean over the module's pixels.
+    pub mean: f32,
+    /// Median over the module's pixels (robust against a single hot spot).
+    pub median: f32,
+    /// Centre of the hottest pixel, in frame pixel coordinates.
+    pub hotspot: Point,
+    /// Number of pixels that contributed.
+    pub pixels: u32,
+    /// `celsius` or `relative` (raw values).
+    pub unit: TemperatureUnit,
+}
+
+/// Raw value -> temperature conversion for one [`Radiometry`]: the raw value
+/// itself for relative frames, a [`CelsiusLut`] (built once per parameter set)
+/// for absolute ones.
+#[derive(Debug, Clone)]
+pub enum Conversion {
+    /// Relative units: the raw value.
+    Relative,
+    /// Degrees C by table look-up.
+    Celsius(CelsiusLut),
+}
+
+impl Conversion {
+    /// The conversion for `radiometry` (builds the 65,536-entry table for
+    /// absolute radiometry: a few milliseconds for Planck).
+    pub fn new(radiometry: &Radiometry) -> Conversion {
+        radiometry
+            .celsius_lut()
+            .map_or(Conversion::Relative, Conversion::Celsius)
+    }
+
+    /// The unit of converted values.
+    pub fn unit(&self) -> TemperatureUnit {
+        match self {
+            Conversion::Relative => TemperatureUnit::Relative,
+            Conversion::Celsius(_) => TemperatureUnit::Celsius,
+        }
+    }
+
+    /// Converts one raw value; `None` outside a calibration's domain.
+    #[inline]
+    pub fn convert(&self, raw: u16) -> Option<f32> {
+        match self {
+            Conversion::Relative => Some(raw as f32),
+            Conversion::Celsius(lut) => lut.get(raw),
+        }
+    }
+}
+
+/// Computes [`ModuleTemperature`]s. Reuses one sample buffer across calls (no
+/// allocation once it has grown to the largest module) and caches the
+/// conversion table of the last radiometry seen (a survey's images share
+/// their Planck constants; a camera's never change).
+#[derive(Debug, Default)]
+pub struct TemperatureMeter {
+    /// Raw values of the pixels inside the current quad (sorted in place).
+    samples: Vec<u16>,
+    /// The radiometry the cached conversion was built for.
+    cached: Option<(Radiometry, Conversion)>,
+}
+
+impl TemperatureMeter {
+    /// A meter with an empty buffer and no cached table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The (cached) conversion for `radiometry`.
+    pub fn conversion(&mut self, radiometry: &Radiometry) -> &Conversion {
+        if self.cached.as_ref().is_some_and(|(r, _)| r != radiometry) {
+            self.cached = None;
+        }
+        let (_, c) = self
+            .cached
+            .get_or_insert_with(|| (radiometry.clone(), Conversion::new(radiometry)));
+        c
+    }
+
+    /// Statistics of the pixels of `frame` whose centres lie inside `quad`,
+    /// converted with `radiometry` (normally `frame.radiometry`, possibly with
+    /// object-parameter overrides applied).
+    ///
+    /// Returns `None` when no pixel lies inside the quad (empty or degenerate
+    /// quad, quad outside the frame), when the frame's pixel buffer does not
+    /// match its size, or when no pixel converts to a temperature.
+    ///
+    /// Assumes the raw -> temperature mapping is non-decreasing (true for the
+    /// Planck curve and for linear cameras with a positive scale), so the
+    /// median temperature is the temperature of the median raw value and the
+    /// hottest raw pixel is the hottest pixel.
+    pub fn measure(
+        &mut self,
+        frame: &Frame,
+        radiometry: &Radiometry,
+        quad: &Quad,
+    ) -> Option<ModuleTemperature> {
+        if frame.validate().is_err() {
+            return None;
+        }
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let b = quad.bbox();
+        if !(b.x0.is_finite() && b.y0.is_finite() && b.x1.is_finite() && b.y1.is_finite()) {
+            return None;
+        }
+        let b = b.clipped(w as f32, h as f32);
+        let (x0, x1) = (b.x0.floor() as usize, (b.x1.ceil() as usize).min(w));
+        let (y0, y1) = (b.y0.floor() as usize, (b.y1.ceil() as usize).min(h));
+
+        let mut samples = std::mem::take(&mut self.samples);
+        samples.clear();
+        let mut hottest: Option<(u16, usize, usize)> = None;
+        for y in y0..y1 {
+            let row = y * w;
+            for x in x0..x1 {
+                let centre = Point {
+                    x: x as f32 + 0.5,
+                    y: y as f32 + 0.5,
+                };
+                if !quad.contains(centre) {
+                    continue;
+                }
+                let v = frame.pixels.get(row + x);
+                samples.push(v);
+                if hottest.map_or(true, |(m, _, _)| v > m) {
+                    hottest = Some((v, x, y));
+                }
+            }
+        }
+        samples.sort_unstable();
+        let conv = self.conversion(radiometry);
+        let unit = conv.unit();
+        let stats = stats_of_sorted(&samples, |raw| conv.convert(raw));
+        self.samples = samples;
+        let (_, hx, hy) = hottest?;
+        stats.map(|s| ModuleTemperature {
+            min: s.min,
+            max: s.max,
+            mean: s.mean,
+            median: s.median,
+            hotspot: Point {
+                x: hx as f32 + 0.5,
+                y: hy as f32 + 0.5,
+            },
+            pixels: s.count,
+            unit,
+        })
+    }
+}
+
+/// Min / max / mean / median of converted values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stats {
+    min: f32,
+    max: f32,
+    mean: f32,
+    median: f32,
+    count: u32,
+}
+
+/// Statistics of sorted raw values. Each distinct raw value is converted once
+/// per pass (runs of equal values), so a Planck conversion costs a logarithm
+/// per distinct value rather than per pixel. Values that do not convert are
+/// skipped. No allocation.
+fn stats_of_sorted(sorted: &[u16], conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {
+    let runs = || {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let v = *sorted.get(i)?;
+            let start = i;
+            while i < sorted.len() && sorted[i] == v {
+                i += 1;
+            }
+            Some((v, (i - start) as u32))
+        })
+    };
+    let (mut n, mut sum) = (0u32, 0f64);
+    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+    for (raw, k) in runs() {
+        if let Some(t) = conv(raw) {
+            n += k;
+            sum += t as f64 * k as f64;
+            min = min.min(t);
+            max = max.max(t);
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    // Positions of the two middle values among the valid ones (equal for odd n).
+    let (lo, hi) = ((n - 1) / 2, n / 2);
+    let (mut lo_t, mut hi_t) = (None, None);
+    let mut seen = 0u32;
+    for (raw, k) in runs() {
+        let Some(t) = conv(raw) else { continue };
+        if lo_t.is_none() && lo < seen + k {
+            lo_t = Some(t);
+        }
+        if hi < seen + k {
+            hi_t = Some(t);
+            break;
+        }
+        seen += k;
+    }
+    let median = match (lo_t, hi_t) {
+        (Some(a), Some(b)) => 0.5 * (a + b),
+        _ => return None,
+    };
+    Some(Stats {
+        min,
+        max,
+        mean: (sum / n as f64) as f32,
+        median,
+        count: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    /// A `w` x `h` relative 16-bit frame filled with `bg`.
+    pub(crate) fn frame16(w: u32, h: u32, bg: u16, radiometry: Radiometry) -> Frame {
+        Frame {
+            width: w,
+            height: h,
+            pixels: crate::frame::Pixels::Gray16(vec![bg; (w * h) as usize]),
+            radiometry,
+            sequence: 0,
+            captured_at: SystemTime::UNIX_EPOCH,
+            origin: "test".into(),
+        }
+    }
+
+    fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
+        Quad([
+            Point { x: x1, y: y0 },
+            Point { x: x0, y: y0 },
+            Point { x: x0, y: y1 },
+            Point { x: x1, y: y1 },
+        ])
+    }
+
+    fn set(f: &mut Frame, x: u32, y: u32, v: u16) {
+        if let crate::frame::Pixels::Gray16(p) = &mut f.pixels {
+            p[(y * f.width + x) as usize] = v;
+        }
+    }
+
+    #[test]
+    fn exact_stats_inside_quad_ignore_outside_pixels() {
+        let mut f = frame16(20, 10, 9999, Radiometry::Relative);
+        // Quad covers pixels x 2..6, y 1..3 (4 x 2 = 8 pixels).
+        let vals = [10u16, 20, 30, 40, 50, 60, 70, 80];
+        for (i, v) in vals.iter().enumerate() {
+            set(&mut f, 2 + (i as u32 % 4), 1 + i as u32 / 4, *v);
+        }
+        let t = TemperatureMeter::new()
+            .measure(&f, &Radiometry::Relative, &rect(2.0, 1.0, 6.0, 3.0))
+            .unwrap();
+        assert_eq!(t.pixels, 8);
+        assert_eq!((t.min, t.max, t.mean, t.median), (10.0, 80.0, 45.0, 45.0));
+        assert_eq!(t.hotspot, Point { x: 5.5, y: 2.5 });
+        assert_eq!(t.unit, TemperatureUnit::Relative);
+    }
+
+    #[test]
+    fn linear_radiometry_gives_celsius() {
+        // Lepton TLinear: centi-kelvin.
+        let r = Radiometry::Linear {
+            scale: 0.01,
+            offset: -273.15,
+        };
+        let mut f = frame16(8, 8, 30315, r.clone()); // 30.0 C
+        set(&mut f, 3, 3, 31315); // 40.0 C
+        let t = TemperatureMeter::new()
+            .measure(&f, &r, &rect(1.0, 1.0, 6.0, 6.0))
+            .unwrap();
+        assert_eq!(t.unit, TemperatureUnit::Celsius);
+        assert!((t.max - 40.0).abs() < 1e-3 && (t.min - 30.0).abs() < 1e-3);
+        assert!((t.median - 30.0).abs() < 1e-3);
+        assert!((t.mean - (30.0 + 10.0 / 25.0)).abs() < 1e-3);
+        assert_eq!(t.hotspot, Point { x: 3.5, y: 3.5 });
+    }
+
+    #[test]
+    fn odd_input_gives_none_not_panic() {
+        let f = frame16(8, 8, 1, Radiometry::Relative);
+        let mut m = TemperatureMeter::new();
+        let r = Radiometry::Relative;
+        assert!(m.measure(&f, &r, &rect(3.0, 3.0, 3.0, 3.0)).is_none()); // empty
+        assert!(m.measure(&f, &r, &rect(20.0, 20.0, 30.0, 30.0)).is_none()); // outside
+        assert!(m
+            .measure(&f, &r, &rect(-30.0, -30.0, -20.0, -20.0))
+            .is_none());
+        let nan = Point {
+            x: f32::NAN,
+            y: 0.0,
+        };
+        assert!(m.measure(&f, &r, &Quad([nan; 4])).is_none());
+        // Partly outside: clipped.
+        let t = m.measure(&f, &r, &rect(-5.0, -5.0, 2.0, 2.0)).unwrap();
+        assert_eq!(t.pixels, 4);
+        let mut bad = f.clone();
+        bad.width = 100;
+        assert!(m.measure(&bad, &r, &rect(0.0, 0.0, 4.0, 4.0)).is_none());
+    }
+
+    #[test]
+    fn median_skips_values_that_do_not_convert() {
+        let conv = |v: u16| if v == 0 { None } else { Some(v as f32) };
+        let s = stats_of_sorted(&[0, 0, 0, 1, 2, 3, 3], conv).unwrap();
+        assert_eq!((s.count, s.min, s.max, s.median), (4, 1.0, 3.0, 2.5));
+        assert!(stats_of_sorted(&[0, 0], conv).is_none());
+        assert!(stats_of_sorted(&[], conv).is_none());
+    }
+}

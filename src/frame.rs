@@ -84,6 +84,62 @@ impl Radiometry {
     pub fn is_absolute(&self) -> bool {
         !matches!(self, Radiometry::Relative)
     }
+
+    /// Degrees C of one raw pixel value: the one conversion used everywhere.
+    /// `None` for [`Radiometry::Relative`] and for values outside a Planck
+    /// calibration's domain. For whole frames build a [`CelsiusLut`] once.
+    pub fn to_celsius(&self, raw: u16) -> Option<f32> {
+        let t = match self {
+            Radiometry::Relative => return None,
+            Radiometry::Linear { scale, offset } => raw as f32 * scale + offset,
+            Radiometry::Planck(p) => p.raw_to_celsius(raw),
+        };
+        t.is_finite().then_some(t)
+    }
+
+    /// The raw value (not rounded) that reads as `celsius`, e.g. to turn a
+    /// temperature threshold into a raw one. `None` for Relative.
+    pub fn celsius_to_raw(&self, celsius: f32) -> Option<f32> {
+        let raw = match self {
+            Radiometry::Relative => return None,
+            Radiometry::Linear { scale, offset } => (celsius - offset) / scale,
+            Radiometry::Planck(p) => p.celsius_to_raw(celsius),
+        };
+        raw.is_finite().then_some(raw)
+    }
+
+    /// A raw -> degrees C table for all 65,536 values (the Planck formula costs
+    /// a logarithm per pixel; the table one look-up). `None` for Relative.
+    pub fn celsius_lut(&self) -> Option<CelsiusLut> {
+        let table = match self {
+            Radiometry::Relative => return None,
+            Radiometry::Linear { .. } => {
+                (0..=u16::MAX).map(|raw| self.to_celsius(raw).unwrap_or(f32::NAN)).collect()
+            }
+            Radiometry::Planck(p) => p.celsius_table(),
+        };
+        Some(CelsiusLut(table))
+    }
+}
+
+/// Degrees C for every u16 raw value of one [`Radiometry`], built once per
+/// parameter set by [`Radiometry::celsius_lut`]. NaN marks values outside the
+/// calibration's domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CelsiusLut(Vec<f32>);
+
+impl CelsiusLut {
+    /// Degrees C of `raw`, `None` outside the calibration's domain.
+    #[inline]
+    pub fn get(&self, raw: u16) -> Option<f32> {
+        let t = self.0[raw as usize];
+        t.is_finite().then_some(t)
+    }
+
+    /// The whole table (index = raw value), NaN outside the domain.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
 }
 
 /// One captured thermal frame.

@@ -6,8 +6,10 @@
 //! durable outbox. [`service`] ties the daemon to systemd.
 
 pub mod commands;
+pub mod flir;
 pub mod frame;
 pub mod geometry;
+pub mod imageio;
 pub mod model;
 pub mod publish;
 pub mod service;

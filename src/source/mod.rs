@@ -3,6 +3,7 @@
 //! or a folder of survey images.
 
 pub mod formats;
+pub mod replay;
 
 use crate::frame::Frame;
 

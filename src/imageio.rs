@@ -1,0 +1,438 @@
+//! Load any supported thermal image file into a [`Frame`], so replays, the
+//! `detect`/`eval` commands and the tests read files through one function.
+//!
+//! Supported (detected by content first, then by file name):
+//! - FLIR R-JPEG and `.fff`: 16-bit raw counts, [`Radiometry::Planck`] from the file;
+//! - plain JPEG (no FLIR data): 8-bit grey (luma), [`Radiometry::Relative`];
+//! - PNG and TIFF, 8 or 16 bit: grey (colour is converted to luma), Relative;
+//! - raw Lepton frames `.y16` / `.y16le` (headerless u16 little-endian): size from
+//!   a `WxH` part of the file name (`x.160x120.y16le`) or from the length
+//!   (160x120, 80x60); TLinear centikelvin frames are Linear{0.01, -273.15},
+//!   AGC (all values <= 255) and raw-count frames are Relative;
+//! - tCam `.tjsn` JSON: base64 `radiometric` field, read like a `.y16` frame.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context};
+
+use crate::flir::{self, FlirError};
+use crate::frame::{Frame, Pixels, Radiometry};
+
+/// Lepton TLinear output: centikelvin.
+pub const LEPTON_TLINEAR: Radiometry = Radiometry::Linear {
+    scale: 0.01,
+    offset: -273.15,
+};
+
+/// File name extensions [`load_frame`] understands (lower case).
+pub const EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "fff", "png", "tif", "tiff", "y16", "y16le", "tjsn",
+];
+
+/// Headerless frame sizes recognised from the file length alone (Lepton 3.x, 2.x).
+const KNOWN_Y16_SIZES: &[(u32, u32)] = &[(160, 120), (80, 60)];
+
+/// Whether the file name has an extension [`load_frame`] understands, so a
+/// folder replay can skip annotations and notes without warning about them.
+pub fn is_supported(path: &Path) -> bool {
+    extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Loads one file as a [`Frame`] with the given sequence number. `origin` is
+/// the path; `captured_at` is the FLIR capture time when the file has one,
+/// else the file's modification time. Errors name the file and the problem.
+pub fn load_frame(path: &Path, sequence: u64) -> anyhow::Result<Frame> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{}: cannot read file", path.display()))?;
+    let decoded =
+        decode(path, &bytes).with_context(|| format!("{}: cannot load image", path.display()))?;
+    let captured_at = match decoded.captured_at {
+        Some(t) => t,
+        None => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now()),
+    };
+    let frame = Frame {
+        width: decoded.width,
+        height: decoded.height,
+        pixels: decoded.pixels,
+        radiometry: decoded.radiometry,
+        sequence,
+        captured_at,
+        origin: path.display().to_string(),
+    };
+    frame.validate().map_err(anyhow::Error::msg)?;
+    Ok(frame)
+}
+
+/// A decoded image before it becomes a [`Frame`].
+struct Decoded {
+    width: u32,
+    height: u32,
+    pixels: Pixels,
+    radiometry: Radiometry,
+    captured_at: Option<SystemTime>,
+}
+
+/// Dispatches on the content (magic bytes), then on the extension for the
+/// headerless formats.
+fn decode(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
+    if bytes.is_empty() {
+        bail!("empty file");
+    }
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        return decode_jpeg(bytes);
+    }
+    if bytes.starts_with(b"FFF\0") {
+        return Ok(from_radiometric(flir::parse_fff(bytes)?));
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return decode_raster(bytes, image::ImageFormat::Png);
+    }
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        return decode_raster(bytes, image::ImageFormat::Tiff);
+    }
+    match extension(path).as_deref() {
+        Some("y16" | "y16le") => decode_y16(path, bytes),
+        Some("tjsn") => decode_tjsn(bytes),
+        Some("jpg" | "jpeg") => bail!("not an image: no JPEG SOI marker"),
+        Some(e) if EXTENSIONS.contains(&e) => {
+            bail!("not an image: content does not match the .{e} extension")
+        }
+        _ => bail!(
+            "not an image: unknown format (supported: {})",
+            EXTENSIONS.join(", ")
+        ),
+    }
+}
+
+/// R-JPEG when it has FLIR data, otherwise the visible image as 8-bit grey.
+fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Decoded> {
+    match flir::parse_rjpeg(bytes) {
+        Ok(img) => Ok(from_radiometric(img)),
+        Err(FlirError::NoFlirData) => decode_raster(bytes, image::ImageFormat::Jpeg),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn from_radiometric(img: flir::RadiometricImage) -> Decoded {
+    Decoded {
+        width: img.width,
+        height: img.height,
+        pixels: Pixels::Gray16(img.raw),
+        radiometry: Radiometry::Planck(img.planck),
+        captured_at: img.captured_at,
+    }
+}
+
+/// JPEG, PNG or TIFF through the `image` crate: 16-bit stays 16-bit, anything
+/// else becomes 8-bit luma. No absolute temperature (Relative).
+fn decode_raster(bytes: &[u8], format: image::ImageFormat) -> anyhow::Result<Decoded> {
+    let img = image::load_from_memory_with_format(bytes, format)
+        .with_context(|| format!("not a valid {format:?} image (truncated or corrupt)"))?;
+    let (width, height) = (img.width(), img.height());
+    let pixels = match img {
+        image::DynamicImage::ImageLuma8(b) => Pixels::Gray8(b.into_raw()),
+        image::DynamicImage::ImageLuma16(b) => Pixels::Gray16(b.into_raw()),
+        other if other.color().bytes_per_pixel() / other.color().channel_count() >= 2 => {
+            Pixels::Gray16(other.to_luma16().into_raw())
+        }
+        other => Pixels::Gray8(other.to_luma8().into_raw()),
+    };
+    Ok(Decoded {
+        width,
+        height,
+        pixels,
+        radiometry: Radiometry::Relative,
+        captured_at: None,
+    })
+}
+
+/// Headerless u16 little-endian frame, size from the name or the length.
+fn decode_y16(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let (width, height) = match size_from_name(name) {
+        Some((w, h)) => {
+            let expected = (w as usize)
+                .checked_mul(h as usize)
+                .and_then(|n| n.checked_mul(2));
+            if expected != Some(bytes.len()) {
+                bail!(
+                    "file name says {w}x{h} (expected {} bytes of u16) but the file has {} bytes",
+                    2 * w as u64 * h as u64,
+                    bytes.len()
+                );
+            }
+            (w, h)
+        }
+        None => size_from_len(bytes.len())?,
+    };
+    Ok(lepton_frame(width, height, bytes))
+}
+
+/// `name.160x120.y16le` -> (160, 120): the first `WxH` dot-separated part.
+fn size_from_name(name: &str) -> Option<(u32, u32)> {
+    name.split('.').find_map(|part| {
+        let (w, h) = part.split_once(['x', 'X'])?;
+        let (w, h) = (w.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+        (w > 0 && h > 0).then_some((w, h))
+    })
+}
+
+fn size_from_len(len: usize) -> anyhow::Result<(u32, u32)> {
+    KNOWN_Y16_SIZES
+        .iter()
+        .copied()
+        .find(|&(w, h)| w as usize * h as usize * 2 == len)
+        .with_context(|| {
+            format!(
+                "{len} bytes is not a known raw frame size (160x120 or 80x60 u16); name the file like frame.WxH.y16le"
+            )
+        })
+}
+
+/// A Lepton u16 LE frame with its radiometry classified from the values.
+fn lepton_frame(width: u32, height: u32, bytes: &[u8]) -> Decoded {
+    let values: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let radiometry = classify_lepton(&values);
+    Decoded {
+        width,
+        height,
+        pixels: Pixels::Gray16(values),
+        radiometry,
+        captured_at: None,
+    }
+}
+
+/// Lepton frames carry no flag saying what they hold, so judge by the values:
+/// all <= 255 is AGC output (8-bit rendering in 16-bit words); a median below
+/// 20000 (-73 C in centikelvin) is raw 14-bit counts (no TLinear); otherwise
+/// TLinear centikelvin. A TLinear frame at 0.1 K resolution (decikelvin) is
+/// indistinguishable from raw counts and is read as Relative.
+pub fn classify_lepton(values: &[u16]) -> Radiometry {
+    if values.iter().all(|&v| v <= 255) {
+        return Radiometry::Relative;
+    }
+    let mut sorted = values.to_vec();
+    let mid = sorted.len() / 2;
+    let median = *sorted.select_nth_unstable(mid).1;
+    if median < 20_000 {
+        Radiometry::Relative
+    } else {
+        LEPTON_TLINEAR
+    }
+}
+
+/// tCam `.tjsn`: `{"metadata": {...}, "radiometric": "<base64 u16 LE>", ...}`.
+fn decode_tjsn(bytes: &[u8]) -> anyhow::Result<Decoded> {
+    #[derive(serde::Deserialize)]
+    struct Tjsn {
+        radiometric: String,
+    }
+    let doc: Tjsn = serde_json::from_slice(bytes)
+        .context("not a tCam .tjsn file (JSON with a \"radiometric\" field)")?;
+    let raw = decode_base64(&doc.radiometric)
+        .context("tCam \"radiometric\" field is not valid base64")?;
+    let (w, h) = size_from_len(raw.len()).context("tCam \"radiometric\" field")?;
+    Ok(lepton_frame(w, h, &raw))
+}
+
+/// Standard base64 (RFC 4648, with or without padding; whitespace ignored).
+fn decode_base64(text: &str) -> anyhow::Result<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for (i, c) in text.bytes().enumerate() {
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        if c == b'=' {
+            break;
+        }
+        let v = value(c).with_context(|| format!("invalid character {:?} at {i}", c as char))?;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel)
+    }
+
+    fn celsius_range(f: &Frame) -> (f32, f32) {
+        let lut = f.radiometry.celsius_lut().expect("radiometric");
+        (0..f.pixels.len())
+            .filter_map(|i| lut.get(f.pixels.get(i)))
+            .fold((f32::MAX, f32::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)))
+    }
+
+    #[test]
+    fn rjpeg_loads_as_planck_frame() {
+        let f = load_frame(&fixture("pv/images/030R.jpg"), 7).unwrap();
+        assert_eq!((f.width, f.height, f.sequence), (640, 512, 7));
+        assert!(matches!(f.pixels, Pixels::Gray16(_)));
+        assert!(matches!(f.radiometry, Radiometry::Planck(_)));
+        assert!(f.origin.ends_with("030R.jpg"));
+        let (lo, hi) = celsius_range(&f);
+        assert!(lo > 15.0 && hi < 65.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn plain_jpeg_is_relative_grey() {
+        let f = load_frame(&fixture("bad/no_flir_20180630_154039.jpg"), 0).unwrap();
+        assert_eq!((f.width, f.height), (640, 512));
+        assert!(matches!(f.pixels, Pixels::Gray8(_)));
+        assert_eq!(f.radiometry, Radiometry::Relative);
+    }
+
+    #[test]
+    fn fff_loads() {
+        let f = load_frame(&fixture("fff/frame_000000_le.fff"), 0).unwrap();
+        assert_eq!((f.width, f.height), (320, 240));
+        let (lo, hi) = celsius_range(&f);
+        assert!(lo > 15.0 && hi < 40.0, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn lepton_y16_frames() {
+        let f = load_frame(&fixture("lepton/agc_off.160x120.y16le"), 0).unwrap();
+        assert_eq!((f.width, f.height), (160, 120));
+        assert_eq!(f.radiometry, LEPTON_TLINEAR);
+        let (lo, hi) = celsius_range(&f);
+        assert!(
+            (lo - 2.08).abs() < 0.05 && (hi - 65.48).abs() < 0.05,
+            "{lo}..{hi}"
+        );
+
+        let f = load_frame(&fixture("lepton/fox.160x120.y16le"), 0).unwrap();
+        let (lo, hi) = celsius_range(&f);
+        assert!(
+            (lo + 10.95).abs() < 0.05 && (hi - 8.86).abs() < 0.05,
+            "{lo}..{hi}"
+        );
+
+        let f = load_frame(&fixture("lepton/agc_on.160x120.y16le"), 0).unwrap();
+        assert_eq!(f.radiometry, Radiometry::Relative);
+        let f = load_frame(&fixture("lepton/lepton3_rawcounts_frame0.160x120.y16"), 0).unwrap();
+        assert_eq!(f.radiometry, Radiometry::Relative);
+    }
+
+    #[test]
+    fn y16_size_from_length_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixture("lepton/fox.160x120.y16le")).unwrap();
+        let p = dir.path().join("frame.y16");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(load_frame(&p, 0).unwrap().width, 160);
+        let p = dir.path().join("frame.80x60.y16");
+        std::fs::write(&p, &bytes).unwrap();
+        let err = format!("{:#}", load_frame(&p, 0).unwrap_err());
+        assert!(
+            err.contains("frame.80x60.y16") && err.contains("80x60"),
+            "{err}"
+        );
+        let p = dir.path().join("odd.y16");
+        std::fs::write(&p, &bytes[..1000]).unwrap();
+        let err = format!("{:#}", load_frame(&p, 0).unwrap_err());
+        assert!(
+            err.contains("odd.y16") && err.contains("1000 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tjsn_matches_y16() {
+        let a = load_frame(&fixture("lepton/agc_off.tjsn"), 0).unwrap();
+        let b = load_frame(&fixture("lepton/agc_off.160x120.y16le"), 0).unwrap();
+        assert_eq!(a.pixels, b.pixels);
+        assert_eq!(a.radiometry, LEPTON_TLINEAR);
+    }
+
+    #[test]
+    fn png_and_tiff_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = load_frame(&fixture("lepton/fox.160x120.y16le"), 0).unwrap();
+        let Pixels::Gray16(v) = &src.pixels else {
+            panic!()
+        };
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(160, 120, v.clone()).unwrap();
+        for ext in ["png", "tiff"] {
+            let p = dir.path().join(format!("f.{ext}"));
+            img.save(&p).unwrap();
+            let f = load_frame(&p, 0).unwrap();
+            assert_eq!(f.pixels, src.pixels, "{ext}");
+            assert_eq!(f.radiometry, Radiometry::Relative);
+        }
+        let p = dir.path().join("g.png");
+        image::GrayImage::from_pixel(4, 3, image::Luma([9]))
+            .save(&p)
+            .unwrap();
+        assert_eq!(
+            load_frame(&p, 0).unwrap().pixels,
+            Pixels::Gray8(vec![9; 12])
+        );
+    }
+
+    #[test]
+    fn bad_files_give_errors_naming_the_file() {
+        for (name, problem) in [
+            ("bad/truncated_001R.jpg", "truncated"),
+            ("bad/not_an_image.jpg", "not an image"),
+            ("does_not_exist.jpg", "cannot read file"),
+        ] {
+            let err = format!("{:#}", load_frame(&fixture(name), 0).unwrap_err());
+            let file = name.rsplit('/').next().unwrap();
+            assert!(err.contains(file) && err.contains(problem), "{err}");
+        }
+    }
+
+    #[test]
+    fn base64_decoder() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
+        assert!(decode_base64("a*b").is_err());
+    }
+
+    #[test]
+    fn supported_extensions() {
+        assert!(is_supported(Path::new("a/B.JPG")));
+        assert!(is_supported(Path::new("x.160x120.y16le")));
+        assert!(!is_supported(Path::new("a/b.json")));
+    }
+}

@@ -124,7 +124,7 @@ impl RenderOptions {
     /// Checks the values; errors name the key.
     pub fn validate(&self) -> Result<()> {
         let (lo, hi) = (self.percentile_low, self.percentile_high);
-        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+        if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
             bail!(
                 "analysis.render: need 0 <= percentile_low ({lo}) < percentile_high ({hi}) <= 100"
             );

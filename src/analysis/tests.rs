@@ -156,6 +156,12 @@ fn moving_defect_yields_one_event_with_its_track_length() {
         }
         events.extend(fa.events);
     }
+    // Global shift estimated.
+    let (dx, dy) = a.tracker.global_shift();
+    assert!(
+        (dx + 7.0).abs() < 1.0 && (dy - 1.0).abs() < 1.0,
+        "shift ({dx}, {dy})"
+    );
     events.extend(a.finish());
     assert_eq!(visible_frames, 40);
     // Distinct modules, distinct ids.
@@ -163,12 +169,6 @@ fn moving_defect_yields_one_event_with_its_track_length() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), ids.len());
-    // Global shift estimated.
-    let (dx, dy) = a.tracker.global_shift();
-    assert!(
-        (dx + 7.0).abs() < 1.0 && (dy - 1.0).abs() < 1.0,
-        "shift ({dx}, {dy})"
-    );
 
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds.first(), Some(&EventKind::New), "{kinds:?}");
@@ -345,7 +345,9 @@ fn reference_falls_back_to_all_modules_and_odd_input_is_harmless() {
     let mut dets: Vec<ModuleDetection> = dets.into_iter().map(|d| d.0).collect();
     // Fewer than min_reference_modules healthy: median of all.
     let fa = a.analyse(&frame, dets.clone());
-    assert!((fa.reference_temp.unwrap() - 31.0).abs() < 0.1);
+    // ~31 C; a jittered outline may take in a column of 15 C background.
+    let r = fa.reference_temp.unwrap();
+    assert!((r - 31.0).abs() < 0.6, "reference {r}");
     // Zero modules, empty and outside quads.
     assert!(a.analyse(&frame, Vec::new()).modules.is_empty());
     dets.push(detection(rect(5.0, 5.0, 5.0, 5.0), true, "Cell"));
@@ -449,7 +451,8 @@ fn crop_keeps_the_module_and_its_margin() {
     );
     assert!(ModuleCrop::new(&f, &rect(400.0, 40.0, 480.0, 60.0), 0.25).is_none());
     let edge = ModuleCrop::new(&f, &rect(300.0, 240.0, 340.0, 270.0), 0.25).unwrap();
-    assert_eq!((edge.frame.width, edge.frame.height), (20, 16));
+    // x 290..320, y 232.5 -> 232..256.
+    assert_eq!((edge.frame.width, edge.frame.height), (30, 24));
 }
 
 #[test]

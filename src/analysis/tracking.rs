@@ -325,13 +325,13 @@ impl Tracker {
             1
         };
         // Update matched tracks, start new ones.
-        for di in 0..modules.len() {
-            let ti = match self.det_match[di] {
+        for (m, matched) in modules.iter_mut().zip(&self.det_match) {
+            let ti = match *matched {
                 Some(ti) => ti,
                 None => {
                     self.tracks.push(Track {
                         id: self.next_id,
-                        bbox: modules[di].detection.quad.bbox(),
+                        bbox: m.detection.quad.bbox(),
                         last_frame: self.frame_no,
                         defect: None,
                     });
@@ -339,7 +339,6 @@ impl Tracker {
                     self.tracks.len() - 1
                 }
             };
-            let m = &mut modules[di];
             let track = &mut self.tracks[ti];
             track.bbox = m.detection.quad.bbox();
             track.last_frame = self.frame_no;

@@ -5,12 +5,14 @@
 //! severity and tracking, and [`publish`] delivers messages over MQTT through a
 //! durable outbox. [`service`] ties the daemon to systemd.
 
+pub mod analysis;
 pub mod commands;
 pub mod flir;
 pub mod frame;
 pub mod geometry;
 pub mod imageio;
 pub mod model;
+pub mod render;
 pub mod publish;
 pub mod service;
 pub mod source;

@@ -24,6 +24,10 @@ enum Command {
     Detect(commands::detect::DetectArgs),
     /// Measure the model against annotated images (module AP50, defect precision/recall).
     Eval(commands::eval::EvalArgs),
+    /// List V4L2 cameras, their formats, and which ones pvtherm can use.
+    Cameras(commands::cameras::CamerasArgs),
+    /// Capture frames from a V4L2 camera: print them, optionally save them (debugging).
+    Capture(commands::capture::CaptureArgs),
     /// Validate a configuration file without starting anything.
     CheckConfig {
         /// The TOML configuration file.
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Detect(args) => commands::detect::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Cameras(args) => commands::cameras::run(args),
+        Command::Capture(args) => commands::capture::run(args),
         Command::CheckConfig { file } => commands::check_config(&file),
     };
     match result {

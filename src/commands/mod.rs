@@ -1,6 +1,8 @@
 //! One module per subcommand of the `pvtherm` binary. `main.rs` only parses
 //! the command line and calls `commands::<name>::run`.
 
+pub mod cameras;
+pub mod capture;
 pub mod detect;
 pub mod eval;
 pub mod run;

@@ -4,6 +4,7 @@
 
 pub mod formats;
 pub mod replay;
+pub mod v4l2;
 
 use crate::frame::Frame;
 

@@ -7,12 +7,17 @@
 
 pub mod analysis;
 pub mod commands;
+pub mod config;
+pub mod eval;
 pub mod flir;
 pub mod frame;
 pub mod geometry;
+pub mod messages;
 pub mod imageio;
+pub mod inspect;
 pub mod model;
-pub mod render;
+pub mod pipeline;
 pub mod publish;
+pub mod render;
 pub mod service;
 pub mod source;

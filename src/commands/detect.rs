@@ -1,10 +1,227 @@
-//! `pvtherm detect` (being built).
+//! `pvtherm detect`: the O&M engineer's one-shot command. For each thermal
+//! image: a JSON report (modules, defects, temperatures) and an annotated
+//! overview picture; for the whole run, the defects grouped per physical
+//! module (tracking across consecutive survey frames) and a contact sheet.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{image_files_in, ModelArgs};
+use crate::analysis::tracking::DefectEvent;
+use crate::analysis::AnalysisConfig;
+use crate::inspect::Inspector;
+use crate::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
+use crate::render::{self, Renderer};
 
 /// Arguments of `pvtherm detect`.
 #[derive(clap::Args, Debug)]
-pub struct DetectArgs {}
+pub struct DetectArgs {
+    /// Thermal images (R-JPEG, PNG, TIFF, .y16, ...) or folders of them.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to write the reports and pictures (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the whole report as JSON on stdout instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Minimum number of consecutive images showing a defect before it counts
+    /// as one grouped defect (survey frames overlap).
+    #[arg(long, default_value_t = 1)]
+    pub min_frames: u32,
+}
+
+/// The whole report of one `detect` run (`report.json`, or stdout with `--json`).
+#[derive(Debug, Serialize)]
+pub struct SurveyReport {
+    pub schema: u32,
+    pub model: ModelInfo,
+    pub images: Vec<DetectionsMessage>,
+    /// Defects grouped per physical module over consecutive images.
+    pub defects: Vec<DefectEvent>,
+    pub summary: SurveySummary,
+}
+
+/// Totals of a `detect` run.
+#[derive(Debug, Serialize, Default)]
+pub struct SurveySummary {
+    pub images: usize,
+    pub failed: usize,
+    pub modules: usize,
+    pub defective_modules: usize,
+    pub grouped_defects: usize,
+}
 
 /// Entry point of `pvtherm detect`.
-pub fn run(_args: DetectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("detect is being built")
+pub fn run(args: DetectArgs) -> Result<()> {
+    let files = expand_inputs(&args.inputs)?;
+    let mut analysis = AnalysisConfig::default();
+    analysis.tracking.min_frames = args.min_frames.max(1);
+    let mut inspector = Inspector::new(&args.model.to_config(), analysis)?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    }
+    let progress = indicatif::ProgressBar::new(files.len() as u64);
+    if files.len() < 3 || args.json {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut report = SurveyReport {
+        schema: SCHEMA_VERSION,
+        model: inspector.model_info().clone(),
+        images: Vec::new(),
+        defects: Vec::new(),
+        summary: SurveySummary::default(),
+    };
+    let mut renderer = Renderer::new(Default::default());
+    let mut thumbs = Vec::new();
+    let mut first_error = None;
+    for (seq, file) in files.iter().enumerate() {
+        progress.set_message(file.display().to_string());
+        match inspect_one(&mut inspector, &mut renderer, file, seq as u64, args.out.as_deref()) {
+            Ok((msg, events)) => {
+                if !args.json {
+                    progress.suspend(|| print_summary(&msg));
+                }
+                collect_events(events, &mut renderer, &mut report.defects, &mut thumbs);
+                report.images.push(msg);
+            }
+            Err(e) => {
+                progress.suspend(|| eprintln!("pvtherm: error: {e:#}"));
+                report.summary.failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    collect_events(inspector.finish(), &mut renderer, &mut report.defects, &mut thumbs);
+    report.summary.images = report.images.len();
+    report.summary.modules = report.images.iter().map(|m| m.module_count).sum();
+    report.summary.defective_modules = report.images.iter().map(|m| m.defect_count).sum();
+    report.summary.grouped_defects = report.defects.len();
+
+    if let Some(dir) = &args.out {
+        let path = dir.join("report.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if !thumbs.is_empty() {
+            let items: Vec<_> = thumbs.into_iter().map(|(_, t)| t).collect();
+            let sheet = render::contact_sheet(&items, 6);
+            let path = dir.join("defects.jpg");
+            std::fs::write(&path, render::encode_jpeg(&sheet, 85)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let s = &report.summary;
+        println!(
+            "{} images, {} modules, {} defective sightings, {} distinct defects{}",
+            s.images,
+            s.modules,
+            s.defective_modules,
+            s.grouped_defects,
+            args.out.as_ref().map(|d| format!("; reports in {}", d.display())).unwrap_or_default()
+        );
+    }
+    match first_error {
+        // Every image failed: the exit code must say so.
+        Some(e) if report.images.is_empty() => Err(e),
+        Some(_) => bail!("{} of {} images could not be processed", report.summary.failed, files.len()),
+        None => Ok(()),
+    }
+}
+
+/// Files named directly, plus the supported images inside named folders.
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let found = image_files_in(input)?;
+            if found.is_empty() {
+                bail!("{}: no supported images in this folder", input.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Inspects one file and writes its report and annotated picture to `out`.
+fn inspect_one(
+    inspector: &mut Inspector,
+    renderer: &mut Renderer,
+    file: &Path,
+    sequence: u64,
+    out: Option<&Path>,
+) -> Result<(DetectionsMessage, Vec<DefectEvent>)> {
+    let frame = crate::imageio::load_frame(file, sequence)?;
+    let inspection = inspector.inspect(&frame).with_context(|| format!("{}: inference failed", file.display()))?;
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+    let msg = DetectionsMessage::new(
+        stem.clone(),
+        "local",
+        &frame,
+        inspector.model_info(),
+        inspection.latency_ms,
+        &inspection.analysis,
+    );
+    if let Some(dir) = out {
+        let json = dir.join(format!("{stem}.json"));
+        std::fs::write(&json, serde_json::to_vec_pretty(&msg)?)
+            .with_context(|| format!("cannot write {}", json.display()))?;
+        let picture = dir.join(format!("{stem}.annotated.jpg"));
+        let image = renderer.overview(&frame, &inspection.analysis);
+        std::fs::write(&picture, render::encode_jpeg(&image, 90)?)
+            .with_context(|| format!("cannot write {}", picture.display()))?;
+    }
+    Ok((msg, inspection.analysis.events))
+}
+
+/// Keeps the latest state of each grouped defect and its best thumbnail,
+/// keyed by event id (an `update` replaces the earlier state).
+fn collect_events(
+    events: Vec<DefectEvent>,
+    renderer: &mut Renderer,
+    defects: &mut Vec<DefectEvent>,
+    thumbs: &mut Vec<(String, (image::RgbImage, String))>,
+) {
+    for e in events {
+        if let Some(t) = renderer.event_thumbnail(&e) {
+            let label = format!("{} {:.2}", e.anomaly_class, e.defect_score);
+            match thumbs.iter().position(|(id, _)| *id == e.event_id) {
+                Some(i) => thumbs[i].1 = (t, label),
+                None => thumbs.push((e.event_id.clone(), (t, label))),
+            }
+        }
+        match defects.iter().position(|d| d.event_id == e.event_id) {
+            Some(i) => defects[i] = e,
+            None => defects.push(e),
+        }
+    }
+}
+
+fn print_summary(m: &DetectionsMessage) {
+    let defects: Vec<String> = m
+        .modules
+        .iter()
+        .filter(|x| x.defective)
+        .map(|x| format!("#{} {} ({:.2})", x.index, x.anomaly_class, x.defect_score))
+        .collect();
+    println!(
+        "{}: {} modules, {} possibly defective{}{} [{:.1} ms]",
+        m.frame.origin,
+        m.module_count,
+        m.defect_count,
+        if defects.is_empty() { "" } else { ": " },
+        defects.join(", "),
+        m.latency_ms
+    );
 }

@@ -7,9 +7,87 @@ pub mod detect;
 pub mod eval;
 pub mod run;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::model::{ModelConfig, ModelStack, Precision};
+
+/// Model choice shared by `detect` and `eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Detector ONNX file (default: the built-in detector).
+    #[arg(long = "model", value_name = "PATH")]
+    pub detector: Option<PathBuf>,
+    /// Defect classifier ONNX file (default: the built-in classifier).
+    #[arg(long, value_name = "PATH")]
+    pub classifier: Option<PathBuf>,
+    /// Which built-in models to use.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub precision: PrecisionArg,
+    /// Model input size WIDTHxHEIGHT (multiples of 16).
+    #[arg(long, value_name = "WxH", default_value = "640x512", value_parser = parse_size)]
+    pub input_size: (usize, usize),
+    /// Override the detector's score threshold.
+    #[arg(long)]
+    pub score_threshold: Option<f32>,
+    /// Override the classifier's defect threshold.
+    #[arg(long)]
+    pub defect_threshold: Option<f32>,
+}
+
+/// `--precision` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PrecisionArg {
+    Int8,
+    F32,
+}
+
+impl ModelArgs {
+    /// The `[model]` section these arguments stand for.
+    pub fn to_config(&self) -> ModelConfig {
+        ModelConfig {
+            precision: match self.precision {
+                PrecisionArg::Int8 => Precision::Int8,
+                PrecisionArg::F32 => Precision::F32,
+            },
+            detector: self.detector.clone(),
+            classifier: self.classifier.clone(),
+            input_width: self.input_size.0,
+            input_height: self.input_size.1,
+            score_threshold: self.score_threshold,
+            defect_threshold: self.defect_threshold,
+        }
+    }
+
+    /// Loads the models these arguments name.
+    pub fn load(&self) -> Result<ModelStack> {
+        ModelStack::load(&self.to_config())
+    }
+}
+
+/// Parses `WIDTHxHEIGHT`.
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("{s:?} is not WIDTHxHEIGHT"));
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// The image files pvtherm can read in a folder, sorted by name (non-recursive).
+pub fn image_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && crate::imageio::is_supported(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
 
 /// `pvtherm check-config FILE`: parse and validate, print a summary, start nothing.
-pub fn check_config(file: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("{}: check-config is being built", file.display())
+pub fn check_config(file: &Path) -> Result<()> {
+    let config = crate::config::Config::load(file)?;
+    println!("{}: OK", file.display());
+    println!("{}", config.summary());
+    Ok(())
 }

@@ -1,10 +1,26 @@
-//! `pvtherm run` (being built).
+//! `pvtherm run`: the daemon systemd starts.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
 
 /// Arguments of `pvtherm run`.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "FILE", default_value = "/etc/pvtherm/pvtherm.toml")]
+    pub config: PathBuf,
+}
 
-/// Entry point of `pvtherm run`.
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("run is being built")
+/// Entry point of `pvtherm run`: read the config, set up logging, open the
+/// source, load the models, run until SIGTERM or the end of a replay.
+pub fn run(args: RunArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let level = config.logging.level.parse().unwrap_or(log::LevelFilter::Info);
+    crate::service::init_logging(level).context("cannot set up logging")?;
+    log::info!("configuration {} loaded", args.config.display());
+    let source = config.source.open().context("cannot open the frame source")?;
+    crate::pipeline::run_daemon(config, source)
 }

@@ -1,5 +1,157 @@
-//! The perception stack: normalisation, the module detector and the defect classifier.
+//! The perception stack: normalisation, the module detector and the defect
+//! classifier, loaded once and run per frame.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let mut stack = pvtherm::model::ModelStack::load(&Default::default())?;
+//! let frame = pvtherm::imageio::load_frame("survey/DJI_0827_R.JPG".as_ref(), 0)?;
+//! for module in stack.infer(&frame)? {
+//!     println!("{:?} defective={}", module.bbox, module.defect.defective);
+//! }
+//! # Ok(()) }
+//! ```
 
+pub mod classifier;
+pub mod detector;
+pub mod onnx;
+pub mod preprocess;
 pub mod types;
 
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use classifier::Classifier;
+pub use detector::{Candidate, Detector};
+pub use onnx::ModelSource;
 pub use types::{DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
+
+use crate::frame::Frame;
+
+/// Which of the built-in model pairs to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Quantised models: smaller, and at least as fast as f32 in tract on x86 and ARM.
+    #[default]
+    Int8,
+    /// Float models: the accuracy reference.
+    F32,
+}
+
+/// `[model]`: which models to run and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Built-in model pair to use when no file is named.
+    pub precision: Precision,
+    /// Detector ONNX file; unset = the built-in detector of `precision`.
+    pub detector: Option<PathBuf>,
+    /// Classifier ONNX file; unset = the built-in classifier of `precision`.
+    pub classifier: Option<PathBuf>,
+    /// Width the frame is resized to before detection (multiple of 16).
+    pub input_width: usize,
+    /// Height the frame is resized to before detection (multiple of 16).
+    pub input_height: usize,
+    /// Minimum detector score for a module; unset = the model's tuned value.
+    pub score_threshold: Option<f32>,
+    /// Minimum defect probability for `defective`; unset = the model's tuned value.
+    pub defect_threshold: Option<f32>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            precision: Precision::Int8,
+            detector: None,
+            classifier: None,
+            input_width: 640,
+            input_height: 512,
+            score_threshold: None,
+            defect_threshold: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The detector to load.
+    pub fn detector_source(&self) -> ModelSource {
+        match &self.detector {
+            Some(p) => ModelSource::File(p.clone()),
+            None => builtin::detector(self.precision),
+        }
+    }
+
+    /// The classifier to load.
+    pub fn classifier_source(&self) -> ModelSource {
+        match &self.classifier {
+            Some(p) => ModelSource::File(p.clone()),
+            None => builtin::classifier(self.precision),
+        }
+    }
+}
+
+/// The models shipped inside the binary, so that `pvtherm detect` and the
+/// demo work with nothing installed.
+mod builtin {
+    use super::{ModelSource, Precision};
+
+    pub fn detector(p: Precision) -> ModelSource {
+        match p {
+            Precision::Int8 => ModelSource::Builtin {
+                label: "pvtherm-detector-int8.onnx",
+                bytes: include_bytes!("../../models/pvtherm-detector-int8.onnx"),
+            },
+            Precision::F32 => ModelSource::Builtin {
+                label: "pvtherm-detector-f32.onnx",
+                bytes: include_bytes!("../../models/pvtherm-detector-f32.onnx"),
+            },
+        }
+    }
+
+    pub fn classifier(p: Precision) -> ModelSource {
+        match p {
+            Precision::Int8 => ModelSource::Builtin {
+                label: "pvtherm-classifier-int8.onnx",
+                bytes: include_bytes!("../../models/pvtherm-classifier-int8.onnx"),
+            },
+            Precision::F32 => ModelSource::Builtin {
+                label: "pvtherm-classifier-f32.onnx",
+                bytes: include_bytes!("../../models/pvtherm-classifier-f32.onnx"),
+            },
+        }
+    }
+}
+
+/// Detector and classifier together: frame in, judged modules out.
+pub struct ModelStack {
+    pub detector: Detector,
+    pub classifier: Classifier,
+}
+
+impl ModelStack {
+    /// Loads and optimises both models (once, at start-up).
+    pub fn load(config: &ModelConfig) -> Result<Self> {
+        let detector = Detector::load(
+            &config.detector_source(),
+            config.input_width,
+            config.input_height,
+            config.score_threshold,
+        )?;
+        let classifier = Classifier::load(&config.classifier_source(), config.defect_threshold)?;
+        Ok(Self { detector, classifier })
+    }
+
+    /// Finds the modules in `frame` and judges each one.
+    pub fn infer(&mut self, frame: &Frame) -> Result<Vec<ModuleDetection>> {
+        let candidates = self.detector.detect(frame)?;
+        candidates
+            .into_iter()
+            .map(|c| {
+                let defect = self.classifier.assess(frame, &c.quad)?;
+                Ok(ModuleDetection { quad: c.quad, bbox: c.bbox, score: c.score, defect })
+            })
+            .collect()
+    }
+}

@@ -19,6 +19,9 @@ pub enum SourceState {
 }
 
 /// What a source yields on each call to [`FrameSource::next_event`].
+// Frames dominate, and each one moves once from the source thread to the queue:
+// boxing them would add an allocation per frame for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SourceEvent {
     /// A new frame.
@@ -45,5 +48,58 @@ pub trait FrameSource: Send {
     /// Frames the source knows it lost (driver sequence gaps, frames skipped).
     fn dropped_frames(&self) -> u64 {
         0
+    }
+}
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use replay::{ReplayConfig, ReplaySource};
+
+/// Which kind of source `[source]` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A USB thermal camera over V4L2 (`[source.v4l2]`).
+    #[default]
+    V4l2,
+    /// A folder of image files played back (`[source.replay]`).
+    Replay,
+}
+
+/// `[source]`: where frames come from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `v4l2` (camera) or `replay` (files).
+    pub kind: SourceKind,
+    /// Settings of the replay source.
+    pub replay: ReplayConfig,
+}
+
+impl SourceConfig {
+    /// Checks the selected source's settings.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.kind {
+            SourceKind::Replay => self.replay.validate(),
+            SourceKind::V4l2 => Ok(()),
+        }
+    }
+
+    /// Makes relative paths relative to the config file's folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        // An empty path stays empty, so validation can say it is missing.
+        if !self.replay.path.as_os_str().is_empty() && self.replay.path.is_relative() {
+            self.replay.path = base.join(&self.replay.path);
+        }
+    }
+
+    /// Opens the configured source.
+    pub fn open(&self) -> anyhow::Result<Box<dyn FrameSource>> {
+        match self.kind {
+            SourceKind::Replay => Ok(Box::new(ReplaySource::new(&self.replay)?)),
+            SourceKind::V4l2 => anyhow::bail!("[source] kind = \"v4l2\" is not available in this build yet"),
+        }
     }
 }

@@ -1,0 +1,235 @@
+//! The one TOML file that sets pvtherm up (`config/pvtherm.toml` documents
+//! every key). Each section is a struct owned by the module it configures;
+//! this module only composes them, reads the file and checks what spans
+//! sections. Unknown keys are rejected, and errors name the file, the line
+//! and the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::AnalysisConfig;
+use crate::model::ModelConfig;
+use crate::publish::{BrokerConfig, MqttConfig, OutboxConfig};
+use crate::source::SourceConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Who this box is on the bus.
+    pub device: DeviceConfig,
+    /// Where frames come from.
+    pub source: SourceConfig,
+    /// Which models to run.
+    pub model: ModelConfig,
+    /// Temperatures, severity, tracking, position.
+    pub analysis: AnalysisConfig,
+    /// How frames flow from the source to the model.
+    pub pipeline: PipelineConfig,
+    /// What the daemon publishes besides detections, and how often.
+    pub output: OutputConfig,
+    /// The MQTT broker to publish to.
+    pub mqtt: MqttConfig,
+    /// The durable on-disk queue of messages not yet acknowledged.
+    pub outbox: OutboxConfig,
+    /// An in-process broker (demo and tests; off by default).
+    pub broker: BrokerConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+}
+
+/// `[device]`: identity on the MQTT bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// Device id: the second level of every topic. No `+`, `#` or `/`.
+    pub id: String,
+    /// First level of every topic.
+    pub topic_prefix: String,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self { id: "pvtherm-1".into(), topic_prefix: "pvtherm".into() }
+    }
+}
+
+/// `[pipeline]`: how much of the camera's frame rate to spend CPU on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Run the model on every n-th captured frame (1 = every frame).
+    pub detect_every_n: u32,
+    /// Upper bound on inferences per second (0 = as fast as the box can).
+    pub max_fps: f32,
+    /// Log a one-line summary per processed frame at info level (the demo does;
+    /// a field box usually does not).
+    pub frame_summary: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { detect_every_n: 1, max_fps: 0.0, frame_summary: false }
+    }
+}
+
+/// `[output]`: snapshots, thumbnails and stats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Seconds between retained annotated snapshots (0 = never).
+    pub snapshot_interval_s: f32,
+    /// JPEG quality of snapshots and thumbnails (1..100).
+    pub jpeg_quality: u8,
+    /// Publish a JPEG thumbnail with every defect message.
+    pub thumbnails: bool,
+    /// Seconds between stats messages.
+    pub stats_interval_s: f32,
+    /// Publish a detections message also for frames without modules.
+    pub publish_empty_frames: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_interval_s: 10.0,
+            jpeg_quality: 80,
+            thumbnails: true,
+            stats_interval_s: 30.0,
+            publish_empty_frames: false,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        // toml's error text carries the line, the column and the offending key.
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.validate().with_context(|| format!("{}: invalid configuration", path.display()))?;
+        Ok(config)
+    }
+
+    /// Makes relative file names relative to the config file's folder, so a
+    /// config works whatever the current directory is.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        };
+        fix(&mut self.model.detector);
+        fix(&mut self.model.classifier);
+        self.source.resolve_paths(base);
+    }
+
+    /// Checks what serde cannot: ranges, and that named files exist.
+    pub fn validate(&self) -> Result<()> {
+        let id = &self.device.id;
+        if id.is_empty() || id.contains(['+', '#', '/']) {
+            bail!("[device] id = {id:?}: must be non-empty and contain no '+', '#' or '/' (it is a topic level)");
+        }
+        let prefix = &self.device.topic_prefix;
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            bail!("[device] topic_prefix = {prefix:?}: must be non-empty and contain no '+' or '#'");
+        }
+        let m = &self.model;
+        if m.input_width % 16 != 0 || m.input_height % 16 != 0 || m.input_width < 32 || m.input_height < 32 {
+            bail!(
+                "[model] input_width/input_height = {}x{}: must be multiples of 16, at least 32",
+                m.input_width,
+                m.input_height
+            );
+        }
+        for (key, file) in [("detector", &m.detector), ("classifier", &m.classifier)] {
+            if let Some(f) = file {
+                if !f.is_file() {
+                    bail!("[model] {key} = {:?}: no such model file", f.display().to_string());
+                }
+            }
+        }
+        self.source.validate()?;
+        self.analysis.validate().context("[analysis]")?;
+        self.mqtt.validate().context("[mqtt]")?;
+        if self.pipeline.detect_every_n == 0 {
+            bail!("[pipeline] detect_every_n must be at least 1");
+        }
+        if !(1..=100).contains(&self.output.jpeg_quality) {
+            bail!("[output] jpeg_quality = {}: must be 1..100", self.output.jpeg_quality);
+        }
+        if self.output.stats_interval_s <= 0.0 {
+            bail!("[output] stats_interval_s must be positive");
+        }
+        if self.logging.level.parse::<log::LevelFilter>().is_err() {
+            bail!("[logging] level = {:?}: use error, warn, info, debug or trace", self.logging.level);
+        }
+        Ok(())
+    }
+
+    /// A few lines saying what this configuration will do.
+    pub fn summary(&self) -> String {
+        format!(
+            "device {:?}, topics {}/{}/...\nmodel: {} / {}, input {}x{}",
+            self.device.id,
+            self.device.topic_prefix,
+            self.device.id,
+            self.model.detector_source().label(),
+            self.model.classifier_source().label(),
+            self.model.input_width,
+            self.model.input_height,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_names_the_key_and_line() {
+        let err = Config::parse("[device]\nid = \"a\"\ntopic_prefx = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("topic_prefx"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("t.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_device_id_is_rejected() {
+        let err = Config::parse("[device]\nid = \"a/b\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("[device] id"));
+    }
+
+    #[test]
+    fn missing_model_file_is_named() {
+        let err = Config::parse("[model]\ndetector = \"nope.onnx\"\n", Path::new("/etc/pvtherm/t.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("/etc/pvtherm/nope.onnx"), "{err:#}");
+    }
+}

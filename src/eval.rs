@@ -1,0 +1,227 @@
+//! Scoring detections against the data set's annotations: the numbers in
+//! MODEL_CARD.md come from here (`pvtherm eval`).
+//!
+//! Matching rule: a predicted module matches an annotated one when their
+//! axis-aligned boxes, clipped to the frame, have IoU >= 0.5; greedy by score,
+//! each annotation matched at most once.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::{BBox, Point, Quad};
+use crate::model::ModuleDetection;
+
+/// IoU at which a prediction counts as finding an annotated module.
+pub const MATCH_IOU: f32 = 0.5;
+
+/// One annotated module of the data set (`instances[]` of an annotation file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub quad: Quad,
+    pub defective: bool,
+}
+
+#[derive(Deserialize)]
+struct AnnotationFile {
+    instances: Vec<Instance>,
+}
+
+#[derive(Deserialize)]
+struct Instance {
+    corners: Vec<Point>,
+    defected_module: bool,
+}
+
+/// Reads one annotation JSON of the data set layout (`{"instances": [{"corners": [{x,y} x4], "defected_module": bool}]}`).
+pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read annotation file {}", path.display()))?;
+    let file: AnnotationFile = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a pvtherm/data-set annotation file", path.display()))?;
+    file.instances
+        .into_iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let c: [Point; 4] = inst.corners.try_into().map_err(|v: Vec<Point>| {
+                anyhow::anyhow!("{}: instance {i} has {} corners, expected 4", path.display(), v.len())
+            })?;
+            Ok(Annotation { quad: Quad(c), defective: inst.defected_module })
+        })
+        .collect()
+}
+
+/// The result of matching one image's predictions to its annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageMatch {
+    /// For each prediction (in input order): the index of the matched annotation.
+    pub matched: Vec<Option<usize>>,
+}
+
+/// Greedy matching by score at `MATCH_IOU` on boxes clipped to the frame.
+pub fn match_image(pred: &[ModuleDetection], truth: &[Annotation], width: f32, height: f32) -> ImageMatch {
+    let truth_boxes: Vec<BBox> = truth.iter().map(|a| a.quad.bbox().clipped(width, height)).collect();
+    let mut order: Vec<usize> = (0..pred.len()).collect();
+    order.sort_by(|&a, &b| pred[b].score.total_cmp(&pred[a].score));
+    let mut taken = vec![false; truth.len()];
+    let mut matched = vec![None; pred.len()];
+    for p in order {
+        let pb = pred[p].bbox.clipped(width, height);
+        let best = truth_boxes
+            .iter()
+            .enumerate()
+            .filter(|(t, _)| !taken[*t])
+            .map(|(t, tb)| (t, pb.iou(tb)))
+            .filter(|(_, iou)| *iou >= MATCH_IOU)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((t, _)) = best {
+            taken[t] = true;
+            matched[p] = Some(t);
+        }
+    }
+    ImageMatch { matched }
+}
+
+/// Running totals over many images.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub images: usize,
+    pub modules_true: usize,
+    pub modules_predicted: usize,
+    /// (score, is true positive) of every prediction, for AP.
+    scored: Vec<(f32, bool)>,
+    pub defects_true: usize,
+    pub defects_predicted: usize,
+    pub defects_correct: usize,
+    latencies_ms: Vec<f64>,
+}
+
+/// The summary `pvtherm eval --json` prints (field names are stable).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalReport {
+    pub images: usize,
+    pub modules_true: usize,
+    pub modules_predicted: usize,
+    pub module_ap50: f64,
+    pub module_precision: f64,
+    pub module_recall: f64,
+    pub defects_true: usize,
+    pub defects_predicted: usize,
+    pub defect_precision: f64,
+    pub defect_recall: f64,
+    pub defect_f1: f64,
+    pub mean_latency_ms: f64,
+}
+
+impl Tally {
+    /// Adds one image: its predictions, annotations and inference latency.
+    pub fn add(&mut self, pred: &[ModuleDetection], truth: &[Annotation], width: f32, height: f32, latency_ms: f64) {
+        let m = match_image(pred, truth, width, height);
+        self.images += 1;
+        self.modules_true += truth.len();
+        self.modules_predicted += pred.len();
+        self.latencies_ms.push(latency_ms);
+        self.defects_true += truth.iter().filter(|a| a.defective).count();
+        for (p, t) in pred.iter().zip(&m.matched) {
+            self.scored.push((p.score, t.is_some()));
+            if p.defect.defective {
+                self.defects_predicted += 1;
+                if t.is_some_and(|t| truth[t].defective) {
+                    self.defects_correct += 1;
+                }
+            }
+        }
+    }
+
+    /// Average precision at IoU 0.5: area under the precision/recall curve
+    /// with precision made monotonic (VOC/COCO style, all points).
+    fn ap50(&self) -> f64 {
+        if self.modules_true == 0 {
+            return 0.0;
+        }
+        let mut s = self.scored.clone();
+        s.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut tp, mut fp) = (0usize, 0usize);
+        let mut curve = Vec::with_capacity(s.len());
+        for (_, ok) in s {
+            if ok {
+                tp += 1
+            } else {
+                fp += 1
+            }
+            curve.push((tp as f64 / self.modules_true as f64, tp as f64 / (tp + fp) as f64));
+        }
+        // Monotone precision envelope from the right.
+        for i in (0..curve.len().saturating_sub(1)).rev() {
+            curve[i].1 = curve[i].1.max(curve[i + 1].1);
+        }
+        let mut ap = 0.0;
+        let mut last_recall = 0.0;
+        for (recall, precision) in curve {
+            ap += (recall - last_recall) * precision;
+            last_recall = recall;
+        }
+        ap
+    }
+
+    /// The final numbers.
+    pub fn report(&self) -> EvalReport {
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let tp = self.scored.iter().filter(|s| s.1).count();
+        let dp = ratio(self.defects_correct, self.defects_predicted);
+        let dr = ratio(self.defects_correct, self.defects_true);
+        EvalReport {
+            images: self.images,
+            modules_true: self.modules_true,
+            modules_predicted: self.modules_predicted,
+            module_ap50: self.ap50(),
+            module_precision: ratio(tp, self.modules_predicted),
+            module_recall: ratio(tp, self.modules_true),
+            defects_true: self.defects_true,
+            defects_predicted: self.defects_predicted,
+            defect_precision: dp,
+            defect_recall: dr,
+            defect_f1: if dp + dr > 0.0 { 2.0 * dp * dr / (dp + dr) } else { 0.0 },
+            mean_latency_ms: if self.latencies_ms.is_empty() {
+                0.0
+            } else {
+                self.latencies_ms.iter().sum::<f64>() / self.latencies_ms.len() as f64
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DefectAssessment;
+
+    fn module(x: f32, score: f32, defective: bool) -> ModuleDetection {
+        let p = |x, y| Point { x, y };
+        let quad = Quad([p(x, 0.0), p(x + 10.0, 0.0), p(x + 10.0, 20.0), p(x, 20.0)]);
+        ModuleDetection {
+            quad,
+            bbox: quad.bbox(),
+            score,
+            defect: DefectAssessment { defective, defect_score: 0.0, anomaly_class: "No-Anomaly".into() },
+        }
+    }
+
+    #[test]
+    fn perfect_predictions_score_one_and_duplicates_are_false_positives() {
+        let truth: Vec<Annotation> =
+            (0..3).map(|i| Annotation { quad: module(i as f32 * 10.0, 1.0, false).quad, defective: i == 1 }).collect();
+        let mut pred: Vec<ModuleDetection> = (0..3).map(|i| module(i as f32 * 10.0, 0.9, i == 1)).collect();
+        let mut t = Tally::default();
+        t.add(&pred, &truth, 100.0, 100.0, 5.0);
+        let r = t.report();
+        assert_eq!((r.module_ap50, r.module_precision, r.module_recall), (1.0, 1.0, 1.0));
+        assert_eq!((r.defect_precision, r.defect_recall, r.defect_f1), (1.0, 1.0, 1.0));
+        pred.push(module(0.5, 0.1, false)); // duplicate of the first, lower score
+        let mut t = Tally::default();
+        t.add(&pred, &truth, 100.0, 100.0, 5.0);
+        let r = t.report();
+        assert_eq!(r.module_ap50, 1.0, "a low-scored duplicate ranks last and does not lower AP");
+        assert_eq!(r.module_precision, 0.75);
+    }
+}

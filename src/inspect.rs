@@ -1,0 +1,59 @@
+//! Frame in, analysed modules out: the one step that `pvtherm detect` and the
+//! daemon share (model stack, then temperatures, severity and tracking).
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::analysis::{AnalysisConfig, Analyser, FrameAnalysis};
+use crate::frame::Frame;
+use crate::messages::ModelInfo;
+use crate::model::{ModelConfig, ModelStack};
+
+/// The models and the analysis state, loaded once.
+pub struct Inspector {
+    stack: ModelStack,
+    analyser: Analyser,
+    model_info: ModelInfo,
+}
+
+/// What inspecting one frame gives.
+pub struct Inspection {
+    pub analysis: FrameAnalysis,
+    /// Model time (detector + classifier) in milliseconds.
+    pub latency_ms: f32,
+}
+
+impl Inspector {
+    /// Loads the models and sets up the analysis.
+    pub fn new(model: &ModelConfig, analysis: AnalysisConfig) -> Result<Self> {
+        let stack = ModelStack::load(model)?;
+        let (name, version) = stack.detector.name_version();
+        let model_info = ModelInfo {
+            name,
+            version,
+            detector: stack.detector.label().to_string(),
+            classifier: stack.classifier.label().to_string(),
+        };
+        Ok(Self { stack, analyser: Analyser::new(analysis)?, model_info })
+    }
+
+    /// Which models run.
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.model_info
+    }
+
+    /// Runs the models on `frame` and analyses what they found.
+    pub fn inspect(&mut self, frame: &Frame) -> Result<Inspection> {
+        let start = Instant::now();
+        let modules = self.stack.infer(frame)?;
+        let latency_ms = start.elapsed().as_secs_f32() * 1e3;
+        let analysis = self.analyser.analyse(frame, modules);
+        Ok(Inspection { analysis, latency_ms })
+    }
+
+    /// Closes every open defect track (end of a survey, shutdown).
+    pub fn finish(&mut self) -> Vec<crate::analysis::tracking::DefectEvent> {
+        self.analyser.finish()
+    }
+}

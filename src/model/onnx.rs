@@ -1,0 +1,124 @@
+//! Loading an ONNX model into tract, once, at start-up: parse, fix the input
+//! shape (so tract optimises for static shapes), optimise, and check that it
+//! runs and answers with the shape we expect.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tract_onnx::prelude::*;
+
+/// A tract plan ready to run, with the shapes it was built for.
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// Where a model comes from: a file, or bytes built into the binary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// An ONNX file on disk.
+    File(PathBuf),
+    /// A model compiled into the binary (`label` names it in messages).
+    Builtin { label: &'static str, bytes: &'static [u8] },
+}
+
+impl ModelSource {
+    /// How to name this model in messages and reports.
+    pub fn label(&self) -> String {
+        match self {
+            ModelSource::File(p) => p.display().to_string(),
+            ModelSource::Builtin { label, .. } => format!("built-in {label}"),
+        }
+    }
+}
+
+/// A loaded, optimised model and what its ONNX metadata says about it.
+pub struct LoadedModel {
+    pub plan: Plan,
+    /// `pvtherm.*` metadata properties of the ONNX file, without the prefix.
+    pub metadata: HashMap<String, String>,
+    /// Where it came from (for messages).
+    pub label: String,
+    /// The output shape checked at load time.
+    pub output_shape: Vec<usize>,
+}
+
+impl LoadedModel {
+    /// A metadata value parsed as `T`, or `default` when absent.
+    pub fn meta_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.metadata.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{}: metadata {key}={v:?} is not a valid value", self.label)),
+        }
+    }
+}
+
+/// Loads `source`, fixes its single input to `input_shape` (f32), optimises,
+/// runs it once on zeros and checks that the single output has
+/// `expected_channels` channels. Every failure names the model and what is wrong.
+pub fn load(source: &ModelSource, input_shape: [usize; 4], expected_channels: usize) -> Result<LoadedModel> {
+    let label = source.label();
+    let mut bytes = Vec::new();
+    let reader: &mut dyn Read = match source {
+        ModelSource::File(path) => {
+            bytes = std::fs::read(path).with_context(|| format!("cannot read model file {label}"))?;
+            &mut bytes.as_slice()
+        }
+        ModelSource::Builtin { bytes, .. } => &mut &bytes[..],
+    };
+    let onnx = tract_onnx::onnx();
+    let proto = onnx
+        .proto_model_for_read(reader)
+        .map_err(|e| anyhow::anyhow!("{label} is not a valid ONNX model (protobuf did not parse: {e})"))?;
+    drop(bytes);
+    let graph = proto.graph.as_ref().with_context(|| format!("{label}: ONNX file has no graph"))?;
+    if graph.input.len() != 1 || graph.output.len() != 1 {
+        bail!(
+            "{label}: expected a model with one input and one output, found {} inputs and {} outputs",
+            graph.input.len(),
+            graph.output.len()
+        );
+    }
+    let model = onnx
+        .model_for_proto_model(&proto)
+        .map_err(|e| anyhow::anyhow!("{label}: tract cannot read this ONNX model: {e:#}"))?;
+    let mut metadata = HashMap::new();
+    for (key, value) in &model.properties {
+        if let Some(k) = key.strip_prefix("onnx.metadata_props.pvtherm.") {
+            if let Ok(s) = value.try_as_plain_ram().and_then(|v| v.to_scalar::<String>().cloned()) {
+                metadata.insert(k.to_string(), s);
+            }
+        }
+    }
+    let plan = model
+        .with_input_fact(0, f32::fact(input_shape).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{label}: the model does not accept a single-channel input of shape {input_shape:?} \
+                 (is it a pvtherm model, with the right input size?): {e:#}"
+            )
+        })?;
+    let zeros = Tensor::zero::<f32>(&input_shape)?;
+    let outputs = plan
+        .run(tvec!(zeros.into()))
+        .map_err(|e| anyhow::anyhow!("{label}: test run on a blank input failed: {e:#}"))?;
+    let output_shape = outputs[0].shape().to_vec();
+    if output_shape.len() != 4 || output_shape[0] != 1 || output_shape[1] != expected_channels {
+        bail!(
+            "{label}: output shape {output_shape:?} is not [1, {expected_channels}, h, w]; \
+             this is not the kind of pvtherm model expected here"
+        );
+    }
+    Ok(LoadedModel { plan, metadata, label, output_shape })
+}
+
+/// Runs `plan` on one f32 input and returns the first output as a contiguous f32 slice owner.
+pub fn run_f32(plan: &Plan, shape: [usize; 4], data: &[f32]) -> Result<TValue> {
+    let input = Tensor::from_shape(&shape, data)?;
+    let mut out = plan.run(tvec!(input.into()))?;
+    Ok(out.remove(0))
+}

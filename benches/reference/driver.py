@@ -127,6 +127,7 @@ class Subscriber:
                     d["first_detections"] = t
                 j = json.loads(msg.payload)
                 d["latency_ms"].append(j.get("latency_ms"))
+                d.setdefault("latency_modules", []).append(j.get("module_count", 0))
                 d["modules"] += j.get("module_count", 0)
             elif sub == "stats":
                 d["stats"] = json.loads(msg.payload)
@@ -209,8 +210,14 @@ def run_one(side: str, args, sub: Subscriber, frames: Path, n: int, tag: str, wo
         "first_detections_s": d["first_detections"] - t0 if d.get("first_detections") else None,
         "messages": sum(d.get("count", {}).values()), "by_topic": d.get("count", {}), "bytes": d.get("bytes", 0),
         "frames_published": d.get("count", {}).get("detections", 0), "modules": d.get("modules", 0),
-        "latency_ms": d.get("latency_ms", []),
+        "latency_ms": d.get("latency_ms", []), "latency_modules": d.get("latency_modules", []),
     }
+    # Model time per frame = a + b x modules (least squares over the frames):
+    # a ~ normalise + detector + decode, b ~ crop + classifier per module.
+    lat, mods = r["latency_ms"], r["latency_modules"]
+    if len(lat) >= 5 and len(set(mods)) > 1:
+        b, a = __import__("numpy").polyfit(mods, lat, 1)
+        r["model_fit_ms"] = {"per_frame": a, "per_module": b}
     st = d.get("stats")
     if st:
         r["stats"] = {k: st.get(k) for k in ("frames_captured", "frames_processed", "frames_dropped",
@@ -253,6 +260,8 @@ def summarise(results: list[dict], n: int) -> list[tuple]:
     metric("first message (any topic), s", lambda r: r["first_msg_s"], 3)
     metric("first detections message, s", lambda r: r["first_detections_s"], 3)
     metric("model time per frame (latency_ms), ms", lambda r: statistics.median(r["latency_ms"]) if r["latency_ms"] else None, 1)
+    metric("  fit: detector part (a), ms", lambda r: r.get("model_fit_ms", {}).get("per_frame"), 1)
+    metric("  fit: per module (b), ms", lambda r: r.get("model_fit_ms", {}).get("per_module"), 2)
     metric("messages published", lambda r: r["messages"], 0, better="=")
     metric("start-up run (1 frame): CPU, s", lambda r: r["cpu_s"], 3, frames=1)
     # Marginal CPU per frame: (CPU of an N-frame run - median CPU of the 1-frame runs) / (N - 1).
@@ -285,7 +294,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra_op threads of the reference")
     ap.add_argument("--pvtherm-fps", default="auto",
                     help="replay rate of pvtherm's N-frame runs: 0 = as fast as possible (pvtherm then drops "
-                         "frames: its queue holds one), a number, or auto = 1000 / (1.5 x the model time of "
+                         "frames: its queue holds one), a number, or auto = 1000 / (1.6 x the model time of "
                          "the 1-frame runs + 30 ms), so that no frame is dropped (default)")
     ap.add_argument("--dataset", type=Path, default=DATASET)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pvtherm-bench")
@@ -313,7 +322,7 @@ def main(argv=None) -> None:
             if n > 1 and "pvtherm" in sides:
                 if args.pvtherm_fps == "auto":
                     lat = [x for r in results if r["side"] == "pvtherm" for x in r["latency_ms"] if x]
-                    args.fps = round(1000 / (1.5 * statistics.median(lat) + 30), 2) if lat else 0.0
+                    args.fps = round(1000 / (1.6 * statistics.median(lat) + 30), 2) if lat else 0.0
                 else:
                     args.fps = float(args.pvtherm_fps)
                 print(f"pvtherm replay fps for the {n}-frame runs: {args.fps}", flush=True)

@@ -8,7 +8,7 @@
 #
 #   benches/pipeline.sh                 # pipeline table + onnxruntime models
 #   benches/pipeline.sh --criterion     # also `cargo bench --bench model` (tract; a long build)
-#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISION=int8 benches/pipeline.sh
+#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISIONS="int8 f32" PVTHERM_FPS=auto benches/pipeline.sh
 #   PVTHERM=path/to/pvtherm benches/pipeline.sh
 #
 # Needs: a built pvtherm (target/release/pvtherm, else target/debug/pvtherm with
@@ -45,11 +45,14 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "pvtherm: $PVTHERM ($("$PVTHERM" --version 2>/dev/null || echo '?'))"
 echo "python: $("$PYTHON" -c 'import sys, numpy, PIL, onnxruntime; print(sys.version.split()[0], "numpy", numpy.__version__, "pillow", PIL.__version__, "onnxruntime", onnxruntime.__version__)')"
 
-echo
-echo "== whole pipeline, ${FRAMES:-100} frames: pvtherm vs Python reference"
-"$PYTHON" benches/reference/driver.py --pvtherm "$PVTHERM" \
-    --frames "${FRAMES:-100}" --runs "${RUNS:-5}" --startup-runs "${STARTUP_RUNS:-3}" \
-    --threads "${THREADS:-1}" --precision "${PRECISION:-int8}"
+for precision in ${PRECISIONS:-int8 f32}; do
+    echo
+    echo "== whole pipeline, ${FRAMES:-100} frames, $precision models on both sides: pvtherm vs Python reference"
+    "$PYTHON" benches/reference/driver.py --pvtherm "$PVTHERM" \
+        --frames "${FRAMES:-100}" --runs "${RUNS:-5}" --startup-runs "${STARTUP_RUNS:-3}" \
+        --threads "${THREADS:-1}" --precision "$precision" --pvtherm-fps "${PVTHERM_FPS:-auto}" \
+        --out "${TMPDIR:-/tmp}/pvtherm-bench/results-$precision.json"
+done
 
 echo
 echo "== model inference alone: onnxruntime (session.run only; stack = detector + classifier per module, with the Python pre/post-processing)"

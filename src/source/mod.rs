@@ -56,6 +56,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use replay::{ReplayConfig, ReplaySource};
+use v4l2::{V4l2Config, V4l2Source};
 
 /// Which kind of source `[source]` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -76,6 +77,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Settings of the replay source.
     pub replay: ReplayConfig,
+    /// Settings of the camera source.
+    pub v4l2: V4l2Config,
 }
 
 impl SourceConfig {
@@ -83,7 +86,7 @@ impl SourceConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         match self.kind {
             SourceKind::Replay => self.replay.validate(),
-            SourceKind::V4l2 => Ok(()),
+            SourceKind::V4l2 => self.v4l2.validate(),
         }
     }
 
@@ -99,7 +102,9 @@ impl SourceConfig {
     pub fn open(&self) -> anyhow::Result<Box<dyn FrameSource>> {
         match self.kind {
             SourceKind::Replay => Ok(Box::new(ReplaySource::new(&self.replay)?)),
-            SourceKind::V4l2 => anyhow::bail!("[source] kind = \"v4l2\" is not available in this build yet"),
+            // A camera missing at start is reported and waited for, like one
+            // unplugged later: systemd should not restart-loop on a loose cable.
+            SourceKind::V4l2 => Ok(Box::new(V4l2Source::open_or_wait(self.v4l2.clone())?)),
         }
     }
 }

@@ -56,7 +56,7 @@ done
 
 echo
 echo "== model inference alone: onnxruntime (session.run only; stack = detector + classifier per module, with the Python pre/post-processing)"
-"$PYTHON" benches/reference/ort_models.py --iters "${ITERS:-30}"
+"$PYTHON" benches/reference/ort_models.py --iters "${ITERS:-30}" --models "${TMPDIR:-/tmp}/pvtherm-bench/models"
 
 if [ "$CRITERION" = 1 ]; then
     echo

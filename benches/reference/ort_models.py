@@ -54,6 +54,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--models", type=Path, default=REPO / "models", help="folder of the ONNX files")
     args = ap.parse_args(argv)
 
     raw, _ = ref.load_rjpeg(REPO / "tests/fixtures/pv/images/001R.jpg")
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
     rows = []
     for precision in ("f32", "int8"):
         for threads in (1, 2):
-            m = ref.Models(REPO / "models", precision, threads)
+            m = ref.Models(args.models, precision, threads)
             maps = m.det.run(None, {"image": x})[0][0]
             _, quads, _ = decode(maps, m.score_threshold)
             crop = preprocess.crop_module(raw, quads[0])[None, None]

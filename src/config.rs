@@ -222,6 +222,42 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_is_current_and_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let assembled: String = [
+            "head", "source.v4l2", "source.replay", "model", "analysis", "pipeline", "mqtt", "outbox", "broker",
+        ]
+        .iter()
+        .map(|s| std::fs::read_to_string(dir.join(format!("snippets/{s}.toml"))).unwrap())
+        .collect();
+        let shipped = std::fs::read_to_string(dir.join("pvtherm.toml")).unwrap();
+        assert!(shipped == assembled, "config/pvtherm.toml is stale: run config/assemble.sh");
+        // Every documented key parses, with the documented defaults.
+        let parsed = Config::parse(&shipped, &dir.join("pvtherm.toml")).unwrap();
+        assert_eq!(parsed.device, DeviceConfig::default());
+        assert_eq!(parsed.pipeline, PipelineConfig::default());
+        assert_eq!(parsed.output, OutputConfig::default());
+        assert_eq!(parsed.model, ModelConfig::default());
+        // Every key of every section is documented (uncommented or as `# key =`).
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let mut table = "";
+        for line in defaults.lines() {
+            if line.starts_with('[') {
+                table = line;
+            }
+            // class_floor is a map: its keys are anomaly classes, not settings.
+            if !line.contains(" = ") || table.contains("class_floor") {
+                continue;
+            }
+            let key = line.split(" = ").next().unwrap().trim();
+            assert!(
+                shipped.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+                "key {key} is not documented in config/pvtherm.toml"
+            );
+        }
+    }
+
+    #[test]
     fn bad_device_id_is_rejected() {
         let err = Config::parse("[device]\nid = \"a/b\"\n", Path::new("t.toml")).unwrap_err();
         assert!(format!("{err:#}").contains("[device] id"));

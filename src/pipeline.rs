@@ -460,6 +460,8 @@ async fn run_async(config: Config, identity: Identity, inspector: Inspector, sou
 
     let started = Instant::now();
     let mut stats_timer = tokio::time::interval(Duration::from_secs_f32(config.output.stats_interval_s));
+    // After a stall (e.g. a long model load on a slow box) send one stats message, not a burst.
+    stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_processed = 0u64;
     let mut last_stats = Instant::now();
     tokio::pin!(worker_handle);

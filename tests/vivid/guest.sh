@@ -63,7 +63,6 @@ step capture-y16-files ls -l /tmp/y16
 step capture-missing pvtherm capture --device /dev/video0 --format TC001 -n 1
 step reconnect reconnect
 
-# HOOK(pipeline): a full detection pass on a captured vivid frame goes here once
-# the pipeline exists, e.g.
-#   step pipeline pvtherm detect /tmp/y16/frame-000000.320x180.y16 ...
-# (a detector/model file must then be copied into the initrd by run.sh).
+# One detection pass of the real (built-in) models on a frame the real driver
+# delivered: capture -> file -> normalise -> detector -> classifier -> report.
+step pipeline sh -c 'pvtherm detect --json /tmp/y16/$(ls /tmp/y16 | grep "\.y16$" | head -n 1)'

@@ -219,6 +219,11 @@ def run_one(side: str, args, sub: Subscriber, frames: Path, n: int, tag: str, wo
     if len(lat) >= 5 and len(set(mods)) > 1:
         b, a = __import__("numpy").polyfit(mods, lat, 1)
         r["model_fit_ms"] = {"per_frame": a, "per_module": b}
+    if side == "reference":  # its own summary line (CPU per stage of the main thread)
+        try:
+            r["self_report"] = json.loads((work / f"{device}.log").read_text().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pass
     st = d.get("stats")
     if st:
         r["stats"] = {k: st.get(k) for k in ("frames_captured", "frames_processed", "frames_dropped",

@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh --test
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast
 tests/vivid/run.sh

@@ -52,7 +52,10 @@ pub struct DeviceConfig {
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        Self { id: "pvtherm-1".into(), topic_prefix: "pvtherm".into() }
+        Self {
+            id: "pvtherm-1".into(),
+            topic_prefix: "pvtherm".into(),
+        }
     }
 }
 
@@ -71,7 +74,11 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { detect_every_n: 1, max_fps: 0.0, frame_summary: false }
+        Self {
+            detect_every_n: 1,
+            max_fps: 0.0,
+            frame_summary: false,
+        }
     }
 }
 
@@ -113,7 +120,9 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+        }
     }
 }
 
@@ -128,10 +137,12 @@ impl Config {
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         // toml's error text carries the line, the column and the offending key.
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        config.validate().with_context(|| format!("{}: invalid configuration", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("{}: invalid configuration", path.display()))?;
         Ok(config)
     }
 
@@ -158,10 +169,16 @@ impl Config {
         }
         let prefix = &self.device.topic_prefix;
         if prefix.is_empty() || prefix.contains(['+', '#']) {
-            bail!("[device] topic_prefix = {prefix:?}: must be non-empty and contain no '+' or '#'");
+            bail!(
+                "[device] topic_prefix = {prefix:?}: must be non-empty and contain no '+' or '#'"
+            );
         }
         let m = &self.model;
-        if m.input_width % 16 != 0 || m.input_height % 16 != 0 || m.input_width < 32 || m.input_height < 32 {
+        if m.input_width % 16 != 0
+            || m.input_height % 16 != 0
+            || m.input_width < 32
+            || m.input_height < 32
+        {
             bail!(
                 "[model] input_width/input_height = {}x{}: must be multiples of 16, at least 32",
                 m.input_width,
@@ -171,7 +188,10 @@ impl Config {
         for (key, file) in [("detector", &m.detector), ("classifier", &m.classifier)] {
             if let Some(f) = file {
                 if !f.is_file() {
-                    bail!("[model] {key} = {:?}: no such model file", f.display().to_string());
+                    bail!(
+                        "[model] {key} = {:?}: no such model file",
+                        f.display().to_string()
+                    );
                 }
             }
         }
@@ -182,13 +202,19 @@ impl Config {
             bail!("[pipeline] detect_every_n must be at least 1");
         }
         if !(1..=100).contains(&self.output.jpeg_quality) {
-            bail!("[output] jpeg_quality = {}: must be 1..100", self.output.jpeg_quality);
+            bail!(
+                "[output] jpeg_quality = {}: must be 1..100",
+                self.output.jpeg_quality
+            );
         }
         if self.output.stats_interval_s <= 0.0 {
             bail!("[output] stats_interval_s must be positive");
         }
         if self.logging.level.parse::<log::LevelFilter>().is_err() {
-            bail!("[logging] level = {:?}: use error, warn, info, debug or trace", self.logging.level);
+            bail!(
+                "[logging] level = {:?}: use error, warn, info, debug or trace",
+                self.logging.level
+            );
         }
         Ok(())
     }
@@ -214,7 +240,11 @@ mod tests {
 
     #[test]
     fn typo_names_the_key_and_line() {
-        let err = Config::parse("[device]\nid = \"a\"\ntopic_prefx = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        let err = Config::parse(
+            "[device]\nid = \"a\"\ntopic_prefx = \"x\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("topic_prefx"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
@@ -225,13 +255,24 @@ mod tests {
     fn shipped_config_is_current_and_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let assembled: String = [
-            "head", "source.v4l2", "source.replay", "model", "analysis", "pipeline", "mqtt", "outbox", "broker",
+            "head",
+            "source.v4l2",
+            "source.replay",
+            "model",
+            "analysis",
+            "pipeline",
+            "mqtt",
+            "outbox",
+            "broker",
         ]
         .iter()
         .map(|s| std::fs::read_to_string(dir.join(format!("snippets/{s}.toml"))).unwrap())
         .collect();
         let shipped = std::fs::read_to_string(dir.join("pvtherm.toml")).unwrap();
-        assert!(shipped == assembled, "config/pvtherm.toml is stale: run config/assemble.sh");
+        assert!(
+            shipped == assembled,
+            "config/pvtherm.toml is stale: run config/assemble.sh"
+        );
         // Every documented key parses, with the documented defaults.
         let parsed = Config::parse(&shipped, &dir.join("pvtherm.toml")).unwrap();
         assert_eq!(parsed.device, DeviceConfig::default());
@@ -251,7 +292,9 @@ mod tests {
             }
             let key = line.split(" = ").next().unwrap().trim();
             assert!(
-                shipped.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+                shipped.lines().any(|l| l
+                    .trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} ="))),
                 "key {key} is not documented in config/pvtherm.toml"
             );
         }
@@ -265,7 +308,14 @@ mod tests {
 
     #[test]
     fn missing_model_file_is_named() {
-        let err = Config::parse("[model]\ndetector = \"nope.onnx\"\n", Path::new("/etc/pvtherm/t.toml")).unwrap_err();
-        assert!(format!("{err:#}").contains("/etc/pvtherm/nope.onnx"), "{err:#}");
+        let err = Config::parse(
+            "[model]\ndetector = \"nope.onnx\"\n",
+            Path::new("/etc/pvtherm/t.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/etc/pvtherm/nope.onnx"),
+            "{err:#}"
+        );
     }
 }

@@ -36,7 +36,8 @@ struct Instance {
 
 /// Reads one annotation JSON of the data set layout (`{"instances": [{"corners": [{x,y} x4], "defected_module": bool}]}`).
 pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read annotation file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read annotation file {}", path.display()))?;
     let file: AnnotationFile = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a pvtherm/data-set annotation file", path.display()))?;
     file.instances
@@ -44,9 +45,16 @@ pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
         .enumerate()
         .map(|(i, inst)| {
             let c: [Point; 4] = inst.corners.try_into().map_err(|v: Vec<Point>| {
-                anyhow::anyhow!("{}: instance {i} has {} corners, expected 4", path.display(), v.len())
+                anyhow::anyhow!(
+                    "{}: instance {i} has {} corners, expected 4",
+                    path.display(),
+                    v.len()
+                )
             })?;
-            Ok(Annotation { quad: Quad(c), defective: inst.defected_module })
+            Ok(Annotation {
+                quad: Quad(c),
+                defective: inst.defected_module,
+            })
         })
         .collect()
 }
@@ -59,8 +67,16 @@ pub struct ImageMatch {
 }
 
 /// Greedy matching by score at `MATCH_IOU` on boxes clipped to the frame.
-pub fn match_image(pred: &[ModuleDetection], truth: &[Annotation], width: f32, height: f32) -> ImageMatch {
-    let truth_boxes: Vec<BBox> = truth.iter().map(|a| a.quad.bbox().clipped(width, height)).collect();
+pub fn match_image(
+    pred: &[ModuleDetection],
+    truth: &[Annotation],
+    width: f32,
+    height: f32,
+) -> ImageMatch {
+    let truth_boxes: Vec<BBox> = truth
+        .iter()
+        .map(|a| a.quad.bbox().clipped(width, height))
+        .collect();
     let mut order: Vec<usize> = (0..pred.len()).collect();
     order.sort_by(|&a, &b| pred[b].score.total_cmp(&pred[a].score));
     let mut taken = vec![false; truth.len()];
@@ -115,7 +131,14 @@ pub struct EvalReport {
 
 impl Tally {
     /// Adds one image: its predictions, annotations and inference latency.
-    pub fn add(&mut self, pred: &[ModuleDetection], truth: &[Annotation], width: f32, height: f32, latency_ms: f64) {
+    pub fn add(
+        &mut self,
+        pred: &[ModuleDetection],
+        truth: &[Annotation],
+        width: f32,
+        height: f32,
+        latency_ms: f64,
+    ) {
         let m = match_image(pred, truth, width, height);
         self.images += 1;
         self.modules_true += truth.len();
@@ -149,7 +172,10 @@ impl Tally {
             } else {
                 fp += 1
             }
-            curve.push((tp as f64 / self.modules_true as f64, tp as f64 / (tp + fp) as f64));
+            curve.push((
+                tp as f64 / self.modules_true as f64,
+                tp as f64 / (tp + fp) as f64,
+            ));
         }
         // Monotone precision envelope from the right.
         for i in (0..curve.len().saturating_sub(1)).rev() {
@@ -181,7 +207,11 @@ impl Tally {
             defects_predicted: self.defects_predicted,
             defect_precision: dp,
             defect_recall: dr,
-            defect_f1: if dp + dr > 0.0 { 2.0 * dp * dr / (dp + dr) } else { 0.0 },
+            defect_f1: if dp + dr > 0.0 {
+                2.0 * dp * dr / (dp + dr)
+            } else {
+                0.0
+            },
             mean_latency_ms: if self.latencies_ms.is_empty() {
                 0.0
             } else {
@@ -203,25 +233,44 @@ mod tests {
             quad,
             bbox: quad.bbox(),
             score,
-            defect: DefectAssessment { defective, defect_score: 0.0, anomaly_class: "No-Anomaly".into() },
+            defect: DefectAssessment {
+                defective,
+                defect_score: 0.0,
+                anomaly_class: "No-Anomaly".into(),
+            },
         }
     }
 
     #[test]
     fn perfect_predictions_score_one_and_duplicates_are_false_positives() {
-        let truth: Vec<Annotation> =
-            (0..3).map(|i| Annotation { quad: module(i as f32 * 10.0, 1.0, false).quad, defective: i == 1 }).collect();
-        let mut pred: Vec<ModuleDetection> = (0..3).map(|i| module(i as f32 * 10.0, 0.9, i == 1)).collect();
+        let truth: Vec<Annotation> = (0..3)
+            .map(|i| Annotation {
+                quad: module(i as f32 * 10.0, 1.0, false).quad,
+                defective: i == 1,
+            })
+            .collect();
+        let mut pred: Vec<ModuleDetection> = (0..3)
+            .map(|i| module(i as f32 * 10.0, 0.9, i == 1))
+            .collect();
         let mut t = Tally::default();
         t.add(&pred, &truth, 100.0, 100.0, 5.0);
         let r = t.report();
-        assert_eq!((r.module_ap50, r.module_precision, r.module_recall), (1.0, 1.0, 1.0));
-        assert_eq!((r.defect_precision, r.defect_recall, r.defect_f1), (1.0, 1.0, 1.0));
+        assert_eq!(
+            (r.module_ap50, r.module_precision, r.module_recall),
+            (1.0, 1.0, 1.0)
+        );
+        assert_eq!(
+            (r.defect_precision, r.defect_recall, r.defect_f1),
+            (1.0, 1.0, 1.0)
+        );
         pred.push(module(0.5, 0.1, false)); // duplicate of the first, lower score
         let mut t = Tally::default();
         t.add(&pred, &truth, 100.0, 100.0, 5.0);
         let r = t.report();
-        assert_eq!(r.module_ap50, 1.0, "a low-scored duplicate ranks last and does not lower AP");
+        assert_eq!(
+            r.module_ap50, 1.0,
+            "a low-scored duplicate ranks last and does not lower AP"
+        );
         assert_eq!(r.module_precision, 0.75);
     }
 }

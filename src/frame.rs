@@ -113,9 +113,9 @@ impl Radiometry {
     pub fn celsius_lut(&self) -> Option<CelsiusLut> {
         let table = match self {
             Radiometry::Relative => return None,
-            Radiometry::Linear { .. } => {
-                (0..=u16::MAX).map(|raw| self.to_celsius(raw).unwrap_or(f32::NAN)).collect()
-            }
+            Radiometry::Linear { .. } => (0..=u16::MAX)
+                .map(|raw| self.to_celsius(raw).unwrap_or(f32::NAN))
+                .collect(),
             Radiometry::Planck(p) => p.celsius_table(),
         };
         Some(CelsiusLut(table))
@@ -162,7 +162,10 @@ impl Frame {
     pub fn validate(&self) -> Result<(), String> {
         let expected = self.width as usize * self.height as usize;
         if self.width == 0 || self.height == 0 {
-            return Err(format!("{}: empty frame ({}x{})", self.origin, self.width, self.height));
+            return Err(format!(
+                "{}: empty frame ({}x{})",
+                self.origin, self.width, self.height
+            ));
         }
         if self.pixels.len() != expected {
             return Err(format!(

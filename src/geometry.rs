@@ -29,7 +29,10 @@ impl BBox {
         self.width() * self.height()
     }
     pub fn center(&self) -> Point {
-        Point { x: 0.5 * (self.x0 + self.x1), y: 0.5 * (self.y0 + self.y1) }
+        Point {
+            x: 0.5 * (self.x0 + self.x1),
+            y: 0.5 * (self.y0 + self.y1),
+        }
     }
     /// The box clipped to a `width` x `height` frame.
     pub fn clipped(&self, width: f32, height: f32) -> BBox {
@@ -62,7 +65,12 @@ pub struct Quad(pub [Point; 4]);
 impl Quad {
     /// The smallest axis-aligned box holding the four corners.
     pub fn bbox(&self) -> BBox {
-        let mut b = BBox { x0: f32::MAX, y0: f32::MAX, x1: f32::MIN, y1: f32::MIN };
+        let mut b = BBox {
+            x0: f32::MAX,
+            y0: f32::MAX,
+            x1: f32::MIN,
+            y1: f32::MIN,
+        };
         for p in &self.0 {
             b.x0 = b.x0.min(p.x);
             b.y0 = b.y0.min(p.y);
@@ -73,8 +81,14 @@ impl Quad {
     }
     /// Mean of the corners.
     pub fn center(&self) -> Point {
-        let (sx, sy) = self.0.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
-        Point { x: sx / 4.0, y: sy / 4.0 }
+        let (sx, sy) = self
+            .0
+            .iter()
+            .fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
+        Point {
+            x: sx / 4.0,
+            y: sy / 4.0,
+        }
     }
     /// Whether `p` lies inside the (convex or not) quadrilateral (even-odd rule).
     pub fn contains(&self, p: Point) -> bool {
@@ -102,7 +116,10 @@ impl Quad {
     }
     /// The quad scaled by (sx, sy), e.g. from model input to frame coordinates.
     pub fn scaled(&self, sx: f32, sy: f32) -> Quad {
-        Quad(self.0.map(|p| Point { x: p.x * sx, y: p.y * sy }))
+        Quad(self.0.map(|p| Point {
+            x: p.x * sx,
+            y: p.y * sy,
+        }))
     }
 }
 

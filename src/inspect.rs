@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::analysis::{AnalysisConfig, Analyser, FrameAnalysis};
+use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis};
 use crate::frame::Frame;
 use crate::messages::ModelInfo;
 use crate::model::{ModelConfig, ModelStack};
@@ -35,7 +35,11 @@ impl Inspector {
             detector: stack.detector.label().to_string(),
             classifier: stack.classifier.label().to_string(),
         };
-        Ok(Self { stack, analyser: Analyser::new(analysis)?, model_info })
+        Ok(Self {
+            stack,
+            analyser: Analyser::new(analysis)?,
+            model_info,
+        })
     }
 
     /// Which models run.
@@ -49,7 +53,10 @@ impl Inspector {
         let modules = self.stack.infer(frame)?;
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
         let analysis = self.analyser.analyse(frame, modules);
-        Ok(Inspection { analysis, latency_ms })
+        Ok(Inspection {
+            analysis,
+            latency_ms,
+        })
     }
 
     /// Closes every open defect track (end of a survey, shutdown).

@@ -144,8 +144,12 @@ impl DetectionsMessage {
         latency_ms: f32,
         analysis: &FrameAnalysis,
     ) -> Self {
-        let modules: Vec<ModuleReport> =
-            analysis.modules.iter().enumerate().map(|(i, m)| ModuleReport::of(i, m)).collect();
+        let modules: Vec<ModuleReport> = analysis
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ModuleReport::of(i, m))
+            .collect();
         Self {
             schema: SCHEMA_VERSION,
             message_id,

@@ -20,8 +20,8 @@ use crate::config::{Config, OutputConfig, PipelineConfig};
 use crate::frame::Frame;
 use crate::inspect::{Inspection, Inspector};
 use crate::messages::{
-    to_json, CameraMessage, DefectMessage, DetectionsMessage, EventMessage, LatencyStats, ModelInfo,
-    ModuleReport, StatsMessage, ThumbnailRef, SCHEMA_VERSION,
+    to_json, CameraMessage, DefectMessage, DetectionsMessage, EventMessage, LatencyStats,
+    ModelInfo, ModuleReport, StatsMessage, ThumbnailRef, SCHEMA_VERSION,
 };
 use crate::publish::{self, Identity, MessageClass, Outgoing, Publisher};
 use crate::render::{self, Renderer};
@@ -60,6 +60,18 @@ impl FrameQueue {
         replaced
     }
 
+    /// Waits until the queue is empty (or closed), then puts `frame` in it:
+    /// backpressure for sources that must not lose frames.
+    pub fn push_when_free(&self, frame: Frame) {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .ready
+            .wait_while(slot, |s| s.frame.is_some() && !s.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        slot.frame = Some(frame);
+        self.ready.notify_all();
+    }
+
     /// No more frames will come.
     pub fn close(&self) {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
@@ -68,7 +80,11 @@ impl FrameQueue {
 
     /// Number of frames waiting (0 or 1).
     pub fn depth(&self) -> u32 {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).frame.is_some() as u32
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frame
+            .is_some() as u32
     }
 
     /// Takes the waiting frame, waiting up to `timeout` for one.
@@ -79,7 +95,11 @@ impl FrameQueue {
             .wait_timeout_while(slot, timeout, |s| s.frame.is_none() && !s.closed)
             .unwrap_or_else(|e| e.into_inner());
         match slot.frame.take() {
-            Some(f) => Popped::Frame(f),
+            Some(f) => {
+                // Wake a source waiting in `push_when_free`.
+                self.ready.notify_all();
+                Popped::Frame(f)
+            }
             None if slot.closed => Popped::Closed,
             None => Popped::Idle,
         }
@@ -118,7 +138,14 @@ impl PipelineStats {
         }
         l.sort_by(f32::total_cmp);
         let at = |q: f32| l[((l.len() - 1) as f32 * q).round() as usize];
-        (LatencyStats { p50_ms: at(0.5), p95_ms: at(0.95), max_ms: l[l.len() - 1] }, l.len())
+        (
+            LatencyStats {
+                p50_ms: at(0.5),
+                p95_ms: at(0.95),
+                max_ms: l[l.len() - 1],
+            },
+            l.len(),
+        )
     }
 }
 
@@ -135,9 +162,21 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// A builder for this device and output settings.
-    pub fn new(identity: Identity, output: OutputConfig, model: ModelInfo, renderer: Renderer) -> Self {
+    pub fn new(
+        identity: Identity,
+        output: OutputConfig,
+        model: ModelInfo,
+        renderer: Renderer,
+    ) -> Self {
         let started = crate::analysis::rfc3339::unix_millis(SystemTime::now());
-        Self { identity, output, model, run_id: format!("{started:x}"), last_snapshot: None, renderer }
+        Self {
+            identity,
+            output,
+            model,
+            run_id: format!("{started:x}"),
+            last_snapshot: None,
+            renderer,
+        }
     }
 
     /// The JPEG of `image` with `id` in its comment segment, or `None` (logged)
@@ -165,9 +204,18 @@ impl MessageBuilder {
                 inspection.latency_ms,
                 analysis,
             );
-            out.push(Outgoing::new(MessageClass::Detections, "detections", to_json(&msg)));
+            out.push(Outgoing::new(
+                MessageClass::Detections,
+                "detections",
+                to_json(&msg),
+            ));
         }
-        for (index, m) in analysis.modules.iter().enumerate().filter(|(_, m)| m.detection.defect.defective) {
+        for (index, m) in analysis
+            .modules
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.detection.defect.defective)
+        {
             let defect_id = format!("{message_id}-m{index}");
             let thumbnail = if self.output.thumbnails {
                 let image = self.renderer.module_thumbnail(frame, &m.detection.quad);
@@ -188,9 +236,17 @@ impl MessageBuilder {
                     bytes: t.len(),
                 }),
             };
-            out.push(Outgoing::new(MessageClass::Defect, "defects", to_json(&msg)));
+            out.push(Outgoing::new(
+                MessageClass::Defect,
+                "defects",
+                to_json(&msg),
+            ));
             if let Some(jpeg) = thumbnail {
-                out.push(Outgoing::new(MessageClass::DefectThumbnail, "defects/thumbnail", jpeg));
+                out.push(Outgoing::new(
+                    MessageClass::DefectThumbnail,
+                    "defects/thumbnail",
+                    jpeg,
+                ));
             }
         }
         out.extend(self.event_messages(&analysis.events));
@@ -223,9 +279,17 @@ impl MessageBuilder {
                     bytes: t.len(),
                 }),
             };
-            out.push(Outgoing::new(MessageClass::DefectEvent, "events", to_json(&msg)));
+            out.push(Outgoing::new(
+                MessageClass::DefectEvent,
+                "events",
+                to_json(&msg),
+            ));
             if let Some(jpeg) = thumbnail {
-                out.push(Outgoing::new(MessageClass::DefectThumbnail, "events/thumbnail", jpeg));
+                out.push(Outgoing::new(
+                    MessageClass::DefectThumbnail,
+                    "events/thumbnail",
+                    jpeg,
+                ));
             }
         }
         out
@@ -237,7 +301,9 @@ impl MessageBuilder {
             return false;
         }
         let now = Instant::now();
-        let due = self.last_snapshot.is_none_or(|t| now.duration_since(t).as_secs_f32() >= interval);
+        let due = self
+            .last_snapshot
+            .is_none_or(|t| now.duration_since(t).as_secs_f32() >= interval);
         if due {
             self.last_snapshot = Some(now);
         }
@@ -256,7 +322,12 @@ struct Throttle {
 impl Throttle {
     fn new(cfg: &PipelineConfig) -> Self {
         let min_interval = (cfg.max_fps > 0.0).then(|| Duration::from_secs_f32(1.0 / cfg.max_fps));
-        Self { every_n: cfg.detect_every_n.max(1) as u64, min_interval, seen: 0, last: None }
+        Self {
+            every_n: cfg.detect_every_n.max(1) as u64,
+            min_interval,
+            seen: 0,
+            last: None,
+        }
     }
 
     fn admit(&mut self) -> bool {
@@ -284,16 +355,21 @@ fn source_thread(
     stats: Arc<PipelineStats>,
     stop: Arc<AtomicBool>,
 ) {
+    let wait = source.waits_for_consumer();
     while !stop.load(Ordering::Relaxed) {
         match source.next_event() {
             Ok(SourceEvent::Frame(frame)) => {
                 stats.frames_captured.fetch_add(1, Ordering::Relaxed);
-                if queue.push(frame) {
+                if wait {
+                    queue.push_when_free(frame);
+                } else if queue.push(frame) {
                     stats.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(SourceEvent::State(state)) => {
-                stats.camera_online.store(state == SourceState::Online, Ordering::Relaxed);
+                stats
+                    .camera_online
+                    .store(state == SourceState::Online, Ordering::Relaxed);
                 let _ = states.send(state);
             }
             Ok(SourceEvent::End) => {
@@ -302,11 +378,15 @@ fn source_thread(
             }
             Err(e) => {
                 error!("source failed: {e:#}");
-                let _ = states.send(SourceState::Offline { reason: format!("{e:#}") });
+                let _ = states.send(SourceState::Offline {
+                    reason: format!("{e:#}"),
+                });
                 break;
             }
         }
-        stats.frames_dropped_source.store(source.dropped_frames(), Ordering::Relaxed);
+        stats
+            .frames_dropped_source
+            .store(source.dropped_frames(), Ordering::Relaxed);
     }
     queue.close();
 }
@@ -343,7 +423,9 @@ impl Worker {
             }
         }
         let events = self.inspector.finish();
-        self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let messages = self.builder.event_messages(&events);
         if let Err(e) = self.publisher.submit_all(messages) {
             error!("could not queue the final defect events: {e:#}");
@@ -354,10 +436,18 @@ impl Worker {
         frame.validate().map_err(anyhow::Error::msg)?;
         let inspection = self.inspector.inspect(frame)?;
         let a = &inspection.analysis;
-        let defects = a.modules.iter().filter(|m| m.detection.defect.defective).count();
+        let defects = a
+            .modules
+            .iter()
+            .filter(|m| m.detection.defect.defective)
+            .count();
         self.stats.frames_processed.fetch_add(1, Ordering::Relaxed);
-        self.stats.defects_detected.fetch_add(defects as u64, Ordering::Relaxed);
-        self.stats.events.fetch_add(a.events.len() as u64, Ordering::Relaxed);
+        self.stats
+            .defects_detected
+            .fetch_add(defects as u64, Ordering::Relaxed);
+        self.stats
+            .events
+            .fetch_add(a.events.len() as u64, Ordering::Relaxed);
         self.stats.record_latency(inspection.latency_ms);
         let summary = format!(
             "frame {} ({}): {} modules, {} defective, {} events, {:.1} ms",
@@ -379,7 +469,9 @@ impl Worker {
         }
         let messages = self.builder.frame_messages(frame, &inspection);
         // Accepted = written to the outbox; an error here means the disk is failing.
-        self.publisher.submit_all(messages).context("could not queue messages for delivery")
+        self.publisher
+            .submit_all(messages)
+            .context("could not queue messages for delivery")
     }
 }
 
@@ -388,7 +480,11 @@ impl Worker {
 pub fn run_daemon(config: Config, source: Box<dyn FrameSource>) -> Result<()> {
     let identity = Identity::new(&config.device.topic_prefix, &config.device.id)?;
     let inspector = Inspector::new(&config.model, config.analysis.clone())?;
-    info!("models loaded: {} + {}", inspector.model_info().detector, inspector.model_info().classifier);
+    info!(
+        "models loaded: {} + {}",
+        inspector.model_info().detector,
+        inspector.model_info().classifier
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -398,17 +494,32 @@ pub fn run_daemon(config: Config, source: Box<dyn FrameSource>) -> Result<()> {
     runtime.block_on(run_async(config, identity, inspector, source))
 }
 
-async fn run_async(config: Config, identity: Identity, inspector: Inspector, source: Box<dyn FrameSource>) -> Result<()> {
-    let _broker = if config.broker.enabled { Some(publish::start_broker(&config.broker)?) } else { None };
+async fn run_async(
+    config: Config,
+    identity: Identity,
+    inspector: Inspector,
+    source: Box<dyn FrameSource>,
+) -> Result<()> {
+    let _broker = if config.broker.enabled {
+        Some(publish::start_broker(&config.broker)?)
+    } else {
+        None
+    };
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(4);
-    let (publisher, publisher_task) =
-        publish::spawn_publisher(&config.mqtt, &config.outbox, &identity, shutdown_tx.subscribe())?;
+    let (publisher, publisher_task) = publish::spawn_publisher(
+        &config.mqtt,
+        &config.outbox,
+        &identity,
+        shutdown_tx.subscribe(),
+    )?;
 
     let stats = Arc::new(PipelineStats::default());
     let queue = Arc::new(FrameQueue::default());
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = Heartbeat::new();
-    let watchdog = heartbeat.start_watchdog().context("cannot start the watchdog pinger")?;
+    let watchdog = heartbeat
+        .start_watchdog()
+        .context("cannot start the watchdog pinger")?;
     let source_name = source.describe();
     let radiometric = source.is_radiometric();
     let model_info = inspector.model_info().clone();
@@ -456,10 +567,15 @@ async fn run_async(config: Config, identity: Identity, inspector: Inspector, sou
     };
     publisher.submit(camera_message(&SourceState::Online))?;
     service::notify_ready();
-    info!("pvtherm {} running: source {source_name}, topics {}", env!("CARGO_PKG_VERSION"), identity.topic("#"));
+    info!(
+        "pvtherm {} running: source {source_name}, topics {}",
+        env!("CARGO_PKG_VERSION"),
+        identity.topic("#")
+    );
 
     let started = Instant::now();
-    let mut stats_timer = tokio::time::interval(Duration::from_secs_f32(config.output.stats_interval_s));
+    let mut stats_timer =
+        tokio::time::interval(Duration::from_secs_f32(config.output.stats_interval_s));
     // After a stall (e.g. a long model load on a slow box) send one stats message, not a burst.
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_processed = 0u64;
@@ -513,7 +629,15 @@ async fn run_async(config: Config, identity: Identity, inspector: Inspector, sou
         }
     }
     let fps = 0.0;
-    let msg = stats_message(&identity, &model_info, &stats, &queue, &publisher, started, fps);
+    let msg = stats_message(
+        &identity,
+        &model_info,
+        &stats,
+        &queue,
+        &publisher,
+        started,
+        fps,
+    );
     publisher.submit(Outgoing::new(MessageClass::Stats, "stats", to_json(&msg)))?;
     let _ = shutdown_tx.send(());
     let result = publisher_task.await.context("publisher task panicked")?;
@@ -556,7 +680,11 @@ fn stats_message(
         fps,
         inference,
         queue_depth: queue.depth(),
-        camera: if stats.camera_online.load(Ordering::Relaxed) { "online" } else { "offline" },
+        camera: if stats.camera_online.load(Ordering::Relaxed) {
+            "online"
+        } else {
+            "offline"
+        },
         defects_detected: load(&stats.defects_detected),
         events: load(&stats.events),
         broker: serde_json::to_value(publisher.stats()).unwrap_or_default(),
@@ -597,7 +725,10 @@ mod tests {
             origin: "t".into(),
         };
         assert!(!q.push(frame(1)));
-        assert!(q.push(frame(2)), "replacing an unprocessed frame counts as a drop");
+        assert!(
+            q.push(frame(2)),
+            "replacing an unprocessed frame counts as a drop"
+        );
         assert!(matches!(q.pop(Duration::ZERO), Popped::Frame(f) if f.sequence == 2));
         assert!(matches!(q.pop(Duration::from_millis(1)), Popped::Idle));
         q.close();
@@ -606,7 +737,10 @@ mod tests {
 
     #[test]
     fn throttle_every_n() {
-        let mut t = Throttle::new(&PipelineConfig { detect_every_n: 3, ..Default::default() });
+        let mut t = Throttle::new(&PipelineConfig {
+            detect_every_n: 3,
+            ..Default::default()
+        });
         let admitted: Vec<bool> = (0..6).map(|_| t.admit()).collect();
         assert_eq!(admitted, [true, false, false, true, false, false]);
     }

@@ -17,17 +17,31 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pv/i
 
 /// A folder with `n` survey frames (the fixtures, cycled), named in order.
 fn frames_dir(dir: &Path, n: usize) -> PathBuf {
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     fixtures.sort();
     let out = dir.join("frames");
     std::fs::create_dir_all(&out).unwrap();
     for i in 0..n {
-        std::fs::copy(&fixtures[i % fixtures.len()], out.join(format!("{i:03}.jpg"))).unwrap();
+        std::fs::copy(
+            &fixtures[i % fixtures.len()],
+            out.join(format!("{i:03}.jpg")),
+        )
+        .unwrap();
     }
     out
 }
 
-fn write_config(dir: &Path, broker: &Mosquitto, frames: &Path, device: &str, fps: f32, extra: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    broker: &Mosquitto,
+    frames: &Path,
+    device: &str,
+    fps: f32,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("pvtherm.toml");
     let text = format!(
         r#"
@@ -92,14 +106,27 @@ fn json(m: &Received) -> Value {
 
 /// Module count per frame file, from `pvtherm detect` with the same models.
 fn expected_counts(frames: &Path) -> BTreeMap<String, u64> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm")).args(["detect", "--json"]).arg(frames).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .args(["detect", "--json"])
+        .arg(frames)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     report["images"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["frame"]["origin"].as_str().unwrap().to_string(), i["module_count"].as_u64().unwrap()))
+        .map(|i| {
+            (
+                i["frame"]["origin"].as_str().unwrap().to_string(),
+                i["module_count"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -112,12 +139,22 @@ fn replay_run_publishes_every_documented_topic() {
     let config = write_config(dir.path(), &broker, &frames, "roof-a", 0.0, "");
     let (ok, stderr) = wait_exit(spawn_daemon(&config), Duration::from_secs(120));
     assert!(ok, "daemon failed: {stderr}");
-    assert!(sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|m| m.topic.ends_with("availability") && m.payload == b"offline")));
+    assert!(sub.wait_for(Duration::from_secs(5), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("availability") && m.payload == b"offline")));
 
     let t = |s: &str| format!("pvtherm/roof-a/{s}");
-    let availability: Vec<String> = sub.on_topic(&t("availability")).iter().map(Received::text).collect();
+    let availability: Vec<String> = sub
+        .on_topic(&t("availability"))
+        .iter()
+        .map(Received::text)
+        .collect();
     assert_eq!(availability.first().map(String::as_str), Some("online"));
-    assert_eq!(availability.last().map(String::as_str), Some("offline"), "clean shutdown says offline");
+    assert_eq!(
+        availability.last().map(String::as_str),
+        Some("offline"),
+        "clean shutdown says offline"
+    );
 
     // One detections message per frame, with the module count `detect` finds.
     let expected = expected_counts(&frames);
@@ -127,34 +164,61 @@ fn replay_run_publishes_every_documented_topic() {
         assert_eq!(d["schema"], 1);
         assert_eq!(d["device"], "roof-a");
         let origin = d["frame"]["origin"].as_str().unwrap();
-        assert_eq!(d["module_count"].as_u64(), expected.get(origin).copied(), "{origin}");
-        assert!(d["module_count"].as_u64().unwrap() >= 15, "real frames hold many modules");
-        assert_eq!(d["modules"].as_array().unwrap().len() as u64, d["module_count"].as_u64().unwrap());
+        assert_eq!(
+            d["module_count"].as_u64(),
+            expected.get(origin).copied(),
+            "{origin}"
+        );
+        assert!(
+            d["module_count"].as_u64().unwrap() >= 15,
+            "real frames hold many modules"
+        );
+        assert_eq!(
+            d["modules"].as_array().unwrap().len() as u64,
+            d["module_count"].as_u64().unwrap()
+        );
         assert!(d["frame"]["captured_at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(d["frame"]["radiometric"], true);
         assert!(d["modules"][0]["temperature"]["max"].is_number());
     }
-    let seqs: Vec<u64> = detections.iter().map(|d| d["frame"]["sequence"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "capture order: {seqs:?}");
+    let seqs: Vec<u64> = detections
+        .iter()
+        .map(|d| d["frame"]["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "capture order: {seqs:?}"
+    );
 
     // Defects: one message per defective module, each followed by its JPEG.
-    let defect_total: u64 = detections.iter().map(|d| d["defect_count"].as_u64().unwrap()).sum();
+    let defect_total: u64 = detections
+        .iter()
+        .map(|d| d["defect_count"].as_u64().unwrap())
+        .sum();
     let defects: Vec<Value> = sub.on_topic(&t("defects")).iter().map(json).collect();
     let thumbs = sub.on_topic(&t("defects/thumbnail"));
     assert_eq!(defects.len() as u64, defect_total);
     assert_eq!(thumbs.len(), defects.len());
     for (d, jpeg) in defects.iter().zip(&thumbs) {
         assert_eq!(d["module"]["defective"], true);
-        assert_eq!(d["thumbnail"]["bytes"].as_u64().unwrap() as usize, jpeg.payload.len());
-        let img = image::load_from_memory_with_format(&jpeg.payload, image::ImageFormat::Jpeg).expect("thumbnail is a JPEG");
+        assert_eq!(
+            d["thumbnail"]["bytes"].as_u64().unwrap() as usize,
+            jpeg.payload.len()
+        );
+        let img = image::load_from_memory_with_format(&jpeg.payload, image::ImageFormat::Jpeg)
+            .expect("thumbnail is a JPEG");
         assert!(img.width() > 16 && img.height() > 16);
         let id = format!("pvtherm-id={}", d["message_id"].as_str().unwrap());
-        assert!(jpeg.payload.windows(id.len()).any(|w| w == id.as_bytes()), "thumbnail carries its defect id");
+        assert!(
+            jpeg.payload.windows(id.len()).any(|w| w == id.as_bytes()),
+            "thumbnail carries its defect id"
+        );
     }
 
     let snapshots = sub.on_topic(&t("snapshot"));
     assert!(!snapshots.is_empty());
-    image::load_from_memory_with_format(&snapshots[0].payload, image::ImageFormat::Jpeg).expect("snapshot is a JPEG");
+    image::load_from_memory_with_format(&snapshots[0].payload, image::ImageFormat::Jpeg)
+        .expect("snapshot is a JPEG");
 
     let camera: Vec<Value> = sub.on_topic(&t("camera")).iter().map(json).collect();
     assert_eq!(camera[0]["state"], "online");
@@ -167,20 +231,33 @@ fn replay_run_publishes_every_documented_topic() {
 
 #[test]
 fn broker_outage_loses_no_detection_and_keeps_capture_order() {
-    let mut broker = Mosquitto::start_with(MosquittoOptions { persistence: true, ..Default::default() });
+    let mut broker = Mosquitto::start_with(MosquittoOptions {
+        persistence: true,
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let frames = frames_dir(dir.path(), 10);
-    let sub = Subscriber::start(&broker.mqtt_config(), "pvtherm/+/detections", Some("control-room"));
-    let config = write_config(dir.path(), &broker, &frames, "drone", 2.0, "");
+    let sub = Subscriber::start(
+        &broker.mqtt_config(),
+        "pvtherm/+/detections",
+        Some("control-room"),
+    );
+    let config = write_config(dir.path(), &broker, &frames, "drone", 0.0, "");
     let daemon = spawn_daemon(&config);
-    assert!(sub.wait_for(Duration::from_secs(60), |m| !m.is_empty()), "first detections");
+    assert!(
+        sub.wait_for(Duration::from_secs(60), |m| !m.is_empty()),
+        "first detections"
+    );
     broker.stop();
     std::thread::sleep(Duration::from_secs(3)); // frames keep coming: into the outbox
     broker.restart();
     let (ok, stderr) = wait_exit(daemon, Duration::from_secs(120));
     assert!(ok, "{stderr}");
     assert!(sub.wait_for(Duration::from_secs(20), |m| {
-        let ids: std::collections::HashSet<_> = m.iter().map(|r| json(r)["message_id"].as_str().unwrap().to_string()).collect();
+        let ids: std::collections::HashSet<_> = m
+            .iter()
+            .map(|r| json(r)["message_id"].as_str().unwrap().to_string())
+            .collect();
         ids.len() == 10
     }));
     // At-least-once: de-duplicate on message_id, as the README tells subscribers to.
@@ -193,7 +270,10 @@ fn broker_outage_loses_no_detection_and_keeps_capture_order() {
         .map(|d| d["frame"]["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs.len(), 10, "every frame's detections arrived");
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in capture order: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in capture order: {seqs:?}"
+    );
 }
 
 #[test]
@@ -204,13 +284,15 @@ fn killed_daemon_gets_its_last_will_and_its_outbox_survives() {
     let sub = Subscriber::start(&broker.mqtt_config(), "pvtherm/#", None);
     let config = write_config(dir.path(), &broker, &frames, "pole", 2.0, "");
     let mut daemon = spawn_daemon(&config);
-    assert!(sub.wait_for(Duration::from_secs(60), |m| m.iter().any(|m| m.topic.ends_with("/detections"))));
+    assert!(sub.wait_for(Duration::from_secs(60), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("/detections"))));
     daemon.kill().unwrap(); // SIGKILL: no clean shutdown
     daemon.wait().unwrap();
     assert!(
-        sub.wait_for(Duration::from_secs(10), |m| m
-            .iter()
-            .any(|m| m.topic == "pvtherm/pole/availability" && m.payload == b"offline")),
+        sub.wait_for(Duration::from_secs(10), |m| m.iter().any(|m| m.topic
+            == "pvtherm/pole/availability"
+            && m.payload == b"offline")),
         "the broker publishes the last will"
     );
     // Restarted on the same outbox: it opens (not corrupt), replays what was
@@ -218,7 +300,11 @@ fn killed_daemon_gets_its_last_will_and_its_outbox_survives() {
     let (ok, stderr) = wait_exit(spawn_daemon(&config), Duration::from_secs(120));
     assert!(ok, "restart on the same outbox failed: {stderr}");
     assert!(!stderr.contains("corrupt"), "{stderr}");
-    let availability: Vec<String> = sub.on_topic("pvtherm/pole/availability").iter().map(Received::text).collect();
+    let availability: Vec<String> = sub
+        .on_topic("pvtherm/pole/availability")
+        .iter()
+        .map(Received::text)
+        .collect();
     assert_eq!(availability.last().map(String::as_str), Some("offline"));
     assert!(availability.iter().filter(|a| *a == "online").count() >= 2);
 }
@@ -228,16 +314,31 @@ fn check_config_accepts_the_shipped_files_and_names_bad_keys() {
     let pvtherm = env!("CARGO_BIN_EXE_pvtherm");
     for file in ["config/pvtherm.toml", "config/demo.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let out = Command::new(pvtherm).args(["check-config"]).arg(&path).output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(pvtherm)
+            .args(["check-config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[mqtt]\nhost = \"x\"\nprot = 1883\n").unwrap();
-    let out = Command::new(pvtherm).args(["check-config"]).arg(&bad).output().unwrap();
+    let out = Command::new(pvtherm)
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("prot") && err.contains("line 3") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("prot") && err.contains("line 3") && err.contains("bad.toml"),
+        "{err}"
+    );
 
     // A broker nobody listens on: the daemon starts anyway (it queues) and says why it cannot deliver.
     let unreachable = dir.path().join("unreachable.toml");
@@ -250,8 +351,18 @@ fn check_config_accepts_the_shipped_files_and_names_bad_keys() {
         ),
     )
     .unwrap();
-    let out = Command::new(pvtherm).args(["run", "--config"]).arg(&unreachable).output().unwrap();
+    let out = Command::new(pvtherm)
+        .args(["run", "--config"])
+        .arg(&unreachable)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("127.0.0.1:"), "names the broker address: {err}");
-    assert!(err.to_lowercase().contains("refused") || err.to_lowercase().contains("cannot"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:"),
+        "names the broker address: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("refused") || err.to_lowercase().contains("cannot"),
+        "{err}"
+    );
 }

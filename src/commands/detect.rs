@@ -63,7 +63,8 @@ pub fn run(args: DetectArgs) -> Result<()> {
     analysis.tracking.min_frames = args.min_frames.max(1);
     let mut inspector = Inspector::new(&args.model.to_config(), analysis)?;
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
     }
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     if files.len() < 3 || args.json {
@@ -81,7 +82,13 @@ pub fn run(args: DetectArgs) -> Result<()> {
     let mut first_error = None;
     for (seq, file) in files.iter().enumerate() {
         progress.set_message(file.display().to_string());
-        match inspect_one(&mut inspector, &mut renderer, file, seq as u64, args.out.as_deref()) {
+        match inspect_one(
+            &mut inspector,
+            &mut renderer,
+            file,
+            seq as u64,
+            args.out.as_deref(),
+        ) {
             Ok((msg, events)) => {
                 if !args.json {
                     progress.suspend(|| print_summary(&msg));
@@ -98,7 +105,12 @@ pub fn run(args: DetectArgs) -> Result<()> {
         progress.inc(1);
     }
     progress.finish_and_clear();
-    collect_events(inspector.finish(), &mut renderer, &mut report.defects, &mut thumbs);
+    collect_events(
+        inspector.finish(),
+        &mut renderer,
+        &mut report.defects,
+        &mut thumbs,
+    );
     report.summary.images = report.images.len();
     report.summary.modules = report.images.iter().map(|m| m.module_count).sum();
     report.summary.defective_modules = report.images.iter().map(|m| m.defect_count).sum();
@@ -126,13 +138,20 @@ pub fn run(args: DetectArgs) -> Result<()> {
             s.modules,
             s.defective_modules,
             s.grouped_defects,
-            args.out.as_ref().map(|d| format!("; reports in {}", d.display())).unwrap_or_default()
+            args.out
+                .as_ref()
+                .map(|d| format!("; reports in {}", d.display()))
+                .unwrap_or_default()
         );
     }
     match first_error {
         // Every image failed: the exit code must say so.
         Some(e) if report.images.is_empty() => Err(e),
-        Some(_) => bail!("{} of {} images could not be processed", report.summary.failed, files.len()),
+        Some(_) => bail!(
+            "{} of {} images could not be processed",
+            report.summary.failed,
+            files.len()
+        ),
         None => Ok(()),
     }
 }
@@ -163,8 +182,14 @@ fn inspect_one(
     out: Option<&Path>,
 ) -> Result<(DetectionsMessage, Vec<DefectEvent>)> {
     let frame = crate::imageio::load_frame(file, sequence)?;
-    let inspection = inspector.inspect(&frame).with_context(|| format!("{}: inference failed", file.display()))?;
-    let stem = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+    let inspection = inspector
+        .inspect(&frame)
+        .with_context(|| format!("{}: inference failed", file.display()))?;
+    let stem = file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let msg = DetectionsMessage::new(
         stem.clone(),
         "local",

@@ -39,19 +39,35 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for dir in &args.dirs {
         let images = image_files_in(&dir.join("images"))?;
         if images.is_empty() {
-            bail!("{}: no images found in {}/images", dir.display(), dir.display());
+            bail!(
+                "{}: no images found in {}/images",
+                dir.display(),
+                dir.display()
+            );
         }
         for image in images {
-            let stem = image.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let stem = image
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if only.as_ref().is_some_and(|o| !o.contains(&stem)) {
                 continue;
             }
             let truth = read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
             let frame = crate::imageio::load_frame(&image, tally.images as u64)?;
             let start = Instant::now();
-            let pred = stack.infer(&frame).with_context(|| format!("inference failed on {}", image.display()))?;
+            let pred = stack
+                .infer(&frame)
+                .with_context(|| format!("inference failed on {}", image.display()))?;
             let latency = start.elapsed().as_secs_f64() * 1e3;
-            tally.add(&pred, &truth, frame.width as f32, frame.height as f32, latency);
+            tally.add(
+                &pred,
+                &truth,
+                frame.width as f32,
+                frame.height as f32,
+                latency,
+            );
         }
     }
     if tally.images == 0 {
@@ -67,8 +83,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
 }
 
 fn read_stem_list(path: &Path) -> Result<HashSet<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read list {}", path.display()))?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read list {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 fn print_table(r: &EvalReport) {

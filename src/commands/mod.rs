@@ -68,8 +68,14 @@ impl ModelArgs {
 
 /// Parses `WIDTHxHEIGHT`.
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
-    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("{s:?} is not WIDTHxHEIGHT"));
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} is not WIDTHxHEIGHT"))
+    };
     Ok((parse(w)?, parse(h)?))
 }
 

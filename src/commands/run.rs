@@ -10,7 +10,12 @@ use crate::config::Config;
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The configuration file.
-    #[arg(long, short, value_name = "FILE", default_value = "/etc/pvtherm/pvtherm.toml")]
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        default_value = "/etc/pvtherm/pvtherm.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -18,9 +23,16 @@ pub struct RunArgs {
 /// source, load the models, run until SIGTERM or the end of a replay.
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
-    let level = config.logging.level.parse().unwrap_or(log::LevelFilter::Info);
+    let level = config
+        .logging
+        .level
+        .parse()
+        .unwrap_or(log::LevelFilter::Info);
     crate::service::init_logging(level).context("cannot set up logging")?;
     log::info!("configuration {} loaded", args.config.display());
-    let source = config.source.open().context("cannot open the frame source")?;
+    let source = config
+        .source
+        .open()
+        .context("cannot open the frame source")?;
     crate::pipeline::run_daemon(config, source)
 }

@@ -31,7 +31,12 @@ impl Classifier {
             Some(t) => t,
             None => model.meta_or("defect_threshold", 0.5)?,
         };
-        Ok(Self { model, threshold, crop: Vec::new(), scratch: Vec::new() })
+        Ok(Self {
+            model,
+            threshold,
+            crop: Vec::new(),
+            scratch: Vec::new(),
+        })
     }
 
     /// The defect threshold in use.
@@ -61,8 +66,14 @@ pub fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
     let defective = defect_score >= threshold;
     let classes = &logits[..12];
     let range = if defective { 1..12 } else { 0..12 };
-    let best = range.max_by(|&a, &b| classes[a].total_cmp(&classes[b])).unwrap_or(0);
-    DefectAssessment { defective, defect_score, anomaly_class: ANOMALY_CLASSES[best].to_string() }
+    let best = range
+        .max_by(|&a, &b| classes[a].total_cmp(&classes[b]))
+        .unwrap_or(0);
+    DefectAssessment {
+        defective,
+        defect_score,
+        anomaly_class: ANOMALY_CLASSES[best].to_string(),
+    }
 }
 
 #[cfg(test)]

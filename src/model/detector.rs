@@ -51,7 +51,12 @@ pub struct Detector {
 impl Detector {
     /// Loads the detector for a fixed input size (multiples of 16).
     /// `score_threshold` overrides the model's tuned threshold.
-    pub fn load(source: &ModelSource, input_w: usize, input_h: usize, score_threshold: Option<f32>) -> Result<Self> {
+    pub fn load(
+        source: &ModelSource,
+        input_w: usize,
+        input_h: usize,
+        score_threshold: Option<f32>,
+    ) -> Result<Self> {
         ensure!(
             input_w >= 32 && input_h >= 32 && input_w % 16 == 0 && input_h % 16 == 0,
             "model input size {input_w}x{input_h} must be multiples of 16, at least 32"
@@ -66,13 +71,31 @@ impl Detector {
             },
             nms_iou: 0.5,
         };
-        Ok(Self { model, input_w, input_h, params, hist: Vec::new(), normalised: Vec::new(), resized: Vec::new() })
+        Ok(Self {
+            model,
+            input_w,
+            input_h,
+            params,
+            hist: Vec::new(),
+            normalised: Vec::new(),
+            resized: Vec::new(),
+        })
     }
 
     /// The model's name and version from its metadata (for reports and messages).
     pub fn name_version(&self) -> (String, String) {
-        let name = self.model.metadata.get("name").cloned().unwrap_or_else(|| "pvtherm-detector".into());
-        let version = self.model.metadata.get("version").cloned().unwrap_or_else(|| "unknown".into());
+        let name = self
+            .model
+            .metadata
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| "pvtherm-detector".into());
+        let version = self
+            .model
+            .metadata
+            .get("version")
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
         (name, version)
     }
 
@@ -98,7 +121,14 @@ impl Detector {
         let input = if (fw, fh) == (self.input_w, self.input_h) {
             &self.normalised
         } else {
-            preprocess::resize_bilinear(&self.normalised, fw, fh, self.input_w, self.input_h, &mut self.resized);
+            preprocess::resize_bilinear(
+                &self.normalised,
+                fw,
+                fh,
+                self.input_w,
+                self.input_h,
+                &mut self.resized,
+            );
             &self.resized
         };
         let out = onnx::run_f32(&self.model.plan, [1, 1, self.input_h, self.input_w], input)?;
@@ -106,8 +136,18 @@ impl Detector {
         let (gh, gw) = (shape[2], shape[3]);
         let view = out.try_as_plain_ram()?;
         let maps = view.as_slice::<f32>()?;
-        let scale = (fw as f32 / self.input_w as f32, fh as f32 / self.input_h as f32);
-        Ok(decode(maps, gw, gh, &self.params, scale, (fw as f32, fh as f32)))
+        let scale = (
+            fw as f32 / self.input_w as f32,
+            fh as f32 / self.input_h as f32,
+        );
+        Ok(decode(
+            maps,
+            gw,
+            gh,
+            &self.params,
+            scale,
+            (fw as f32, fh as f32),
+        ))
     }
 }
 
@@ -149,7 +189,11 @@ pub fn decode(
             let quad = Quad([corner(0), corner(1), corner(2), corner(3)]);
             let bbox = quad.bbox().clipped(frame_size.0, frame_size.1);
             if bbox.area() > 0.0 {
-                found.push(Candidate { quad, bbox, score: sigmoid(v) });
+                found.push(Candidate {
+                    quad,
+                    bbox,
+                    score: sigmoid(v),
+                });
             }
         }
     }
@@ -188,7 +232,12 @@ mod tests {
     use super::*;
 
     fn params() -> DecodeParams {
-        DecodeParams { stride: 8.0, corner_scale: 32.0, score_threshold: 0.5, nms_iou: 0.5 }
+        DecodeParams {
+            stride: 8.0,
+            corner_scale: 32.0,
+            score_threshold: 0.5,
+            nms_iou: 0.5,
+        }
     }
 
     /// Maps with one module centre per (row, col), each 16x16 px.
@@ -226,7 +275,15 @@ mod tests {
         let found = decode(&m, 4, 4, &params(), (2.0, 2.0), (64.0, 64.0));
         assert_eq!(found.len(), 1);
         // Centre at (4,4) input px -> corners -4..12 -> clipped 0..24 in frame px.
-        assert_eq!(found[0].bbox, BBox { x0: 0.0, y0: 0.0, x1: 24.0, y1: 24.0 });
+        assert_eq!(
+            found[0].bbox,
+            BBox {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 24.0,
+                y1: 24.0
+            }
+        );
     }
 
     #[test]
@@ -234,11 +291,21 @@ mod tests {
         let q = |x: f32| {
             let quad = Quad([
                 Point { x, y: 0.0 },
-                Point { x: x + 10.0, y: 0.0 },
-                Point { x: x + 10.0, y: 10.0 },
+                Point {
+                    x: x + 10.0,
+                    y: 0.0,
+                },
+                Point {
+                    x: x + 10.0,
+                    y: 10.0,
+                },
                 Point { x, y: 10.0 },
             ]);
-            Candidate { quad, bbox: quad.bbox(), score: 0.9 - x / 100.0 }
+            Candidate {
+                quad,
+                bbox: quad.bbox(),
+                score: 0.9 - x / 100.0,
+            }
         };
         let kept = non_max_suppression(vec![q(0.0), q(1.0), q(10.0)], 0.5);
         assert_eq!(kept.len(), 2);

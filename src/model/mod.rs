@@ -140,7 +140,10 @@ impl ModelStack {
             config.score_threshold,
         )?;
         let classifier = Classifier::load(&config.classifier_source(), config.defect_threshold)?;
-        Ok(Self { detector, classifier })
+        Ok(Self {
+            detector,
+            classifier,
+        })
     }
 
     /// Finds the modules in `frame` and judges each one.
@@ -150,7 +153,12 @@ impl ModelStack {
             .into_iter()
             .map(|c| {
                 let defect = self.classifier.assess(frame, &c.quad)?;
-                Ok(ModuleDetection { quad: c.quad, bbox: c.bbox, score: c.score, defect })
+                Ok(ModuleDetection {
+                    quad: c.quad,
+                    bbox: c.bbox,
+                    score: c.score,
+                    defect,
+                })
             })
             .collect()
     }

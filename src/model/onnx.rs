@@ -19,7 +19,10 @@ pub enum ModelSource {
     /// An ONNX file on disk.
     File(PathBuf),
     /// A model compiled into the binary (`label` names it in messages).
-    Builtin { label: &'static str, bytes: &'static [u8] },
+    Builtin {
+        label: &'static str,
+        bytes: &'static [u8],
+    },
 }
 
 impl ModelSource {
@@ -48,9 +51,9 @@ impl LoadedModel {
     pub fn meta_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.metadata.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{}: metadata {key}={v:?} is not a valid value", self.label)),
+            Some(v) => v.parse().map_err(|_| {
+                anyhow::anyhow!("{}: metadata {key}={v:?} is not a valid value", self.label)
+            }),
         }
     }
 }
@@ -58,22 +61,30 @@ impl LoadedModel {
 /// Loads `source`, fixes its single input to `input_shape` (f32), optimises,
 /// runs it once on zeros and checks that the single output has
 /// `expected_channels` channels. Every failure names the model and what is wrong.
-pub fn load(source: &ModelSource, input_shape: [usize; 4], expected_channels: usize) -> Result<LoadedModel> {
+pub fn load(
+    source: &ModelSource,
+    input_shape: [usize; 4],
+    expected_channels: usize,
+) -> Result<LoadedModel> {
     let label = source.label();
     let mut bytes = Vec::new();
     let reader: &mut dyn Read = match source {
         ModelSource::File(path) => {
-            bytes = std::fs::read(path).with_context(|| format!("cannot read model file {label}"))?;
+            bytes =
+                std::fs::read(path).with_context(|| format!("cannot read model file {label}"))?;
             &mut bytes.as_slice()
         }
         ModelSource::Builtin { bytes, .. } => &mut &bytes[..],
     };
     let onnx = tract_onnx::onnx();
-    let proto = onnx
-        .proto_model_for_read(reader)
-        .map_err(|e| anyhow::anyhow!("{label} is not a valid ONNX model (protobuf did not parse: {e})"))?;
+    let proto = onnx.proto_model_for_read(reader).map_err(|e| {
+        anyhow::anyhow!("{label} is not a valid ONNX model (protobuf did not parse: {e})")
+    })?;
     drop(bytes);
-    let graph = proto.graph.as_ref().with_context(|| format!("{label}: ONNX file has no graph"))?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .with_context(|| format!("{label}: ONNX file has no graph"))?;
     if graph.input.len() != 1 || graph.output.len() != 1 {
         bail!(
             "{label}: expected a model with one input and one output, found {} inputs and {} outputs",
@@ -87,7 +98,10 @@ pub fn load(source: &ModelSource, input_shape: [usize; 4], expected_channels: us
     let mut metadata = HashMap::new();
     for (key, value) in &model.properties {
         if let Some(k) = key.strip_prefix("onnx.metadata_props.pvtherm.") {
-            if let Ok(s) = value.try_as_plain_ram().and_then(|v| v.to_scalar::<String>().cloned()) {
+            if let Ok(s) = value
+                .try_as_plain_ram()
+                .and_then(|v| v.to_scalar::<String>().cloned())
+            {
                 metadata.insert(k.to_string(), s);
             }
         }
@@ -113,7 +127,12 @@ pub fn load(source: &ModelSource, input_shape: [usize; 4], expected_channels: us
              this is not the kind of pvtherm model expected here"
         );
     }
-    Ok(LoadedModel { plan, metadata, label, output_shape })
+    Ok(LoadedModel {
+        plan,
+        metadata,
+        label,
+        output_shape,
+    })
 }
 
 /// Runs `plan` on one f32 input and returns the first output as a contiguous f32 slice owner.

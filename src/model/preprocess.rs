@@ -21,7 +21,10 @@ pub const CROP_W: usize = 24;
 /// The order statistics used by the normalisation, for `n` values.
 fn percentile_ranks(n: usize) -> (usize, usize) {
     let last = n.saturating_sub(1) as f64;
-    ((0.01 * last).floor() as usize, (0.99 * last).ceil() as usize)
+    (
+        (0.01 * last).floor() as usize,
+        (0.99 * last).ceil() as usize,
+    )
 }
 
 /// Stretch limits (lo, hi) of integer pixels, from a histogram (O(n), no sort).
@@ -107,13 +110,24 @@ fn taps(input: usize, output: usize) -> Vec<Tap> {
         .map(|d| {
             let src = ((d as f32 + 0.5) * scale - 0.5).clamp(0.0, (input - 1) as f32);
             let i0 = src.floor() as usize;
-            Tap { i0, i1: (i0 + 1).min(input - 1), frac: src - i0 as f32 }
+            Tap {
+                i0,
+                i1: (i0 + 1).min(input - 1),
+                frac: src - i0 as f32,
+            }
         })
         .collect()
 }
 
 /// Half-pixel-centre bilinear resize of a single-channel f32 image.
-pub fn resize_bilinear(src: &[f32], in_w: usize, in_h: usize, out_w: usize, out_h: usize, out: &mut Vec<f32>) {
+pub fn resize_bilinear(
+    src: &[f32],
+    in_w: usize,
+    in_h: usize,
+    out_w: usize,
+    out_h: usize,
+    out: &mut Vec<f32>,
+) {
     let (tx, ty) = (taps(in_w, out_w), taps(in_h, out_h));
     out.clear();
     out.reserve(out_w * out_h);
@@ -163,7 +177,11 @@ pub fn module_crop(frame: &Frame, quad: &Quad, scratch: &mut Vec<f32>, out: &mut
     let [tl, tr, br, bl] = canonical_corners(quad);
     let dist = |a: Point, b: Point| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
     // Landscape module: rotate the corner order so the long side runs down the crop.
-    let [tl, tr, br, bl] = if dist(tl, tr) > dist(tl, bl) { [tr, br, bl, tl] } else { [tl, tr, br, bl] };
+    let [tl, tr, br, bl] = if dist(tl, tr) > dist(tl, bl) {
+        [tr, br, bl, tl]
+    } else {
+        [tl, tr, br, bl]
+    };
     out.clear();
     for v in 0..CROP_H {
         let t = (v as f32 + 0.5) / CROP_H as f32;
@@ -186,7 +204,10 @@ mod tests {
     use std::time::SystemTime;
 
     fn frame16(w: u32, h: u32, f: impl Fn(u32, u32) -> u16) -> Frame {
-        let pixels = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
+        let pixels = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| f(x, y))
+            .collect();
         Frame {
             width: w,
             height: h,
@@ -206,7 +227,10 @@ mod tests {
             Pixels::Gray16(v) => v.iter().map(|&p| p as f32).collect(),
             _ => unreachable!(),
         };
-        assert_eq!(integer_limits(&f.pixels, &mut hist), float_limits(&floats, &mut Vec::new()));
+        assert_eq!(
+            integer_limits(&f.pixels, &mut hist),
+            float_limits(&floats, &mut Vec::new())
+        );
     }
 
     #[test]
@@ -233,7 +257,10 @@ mod tests {
         let p = |x, y| Point { x, y };
         // Data set order TR, TL, BL, BR.
         let q = Quad([p(10.0, 0.0), p(0.0, 0.0), p(0.0, 20.0), p(10.0, 20.0)]);
-        assert_eq!(canonical_corners(&q), [p(0.0, 0.0), p(10.0, 0.0), p(10.0, 20.0), p(0.0, 20.0)]);
+        assert_eq!(
+            canonical_corners(&q),
+            [p(0.0, 0.0), p(10.0, 0.0), p(10.0, 20.0), p(0.0, 20.0)]
+        );
     }
 
     #[test]
@@ -247,6 +274,9 @@ mod tests {
         assert_eq!(out.len(), CROP_H * CROP_W);
         let top: f32 = out[..CROP_W].iter().sum();
         let bottom: f32 = out[(CROP_H - 1) * CROP_W..].iter().sum();
-        assert!((top - bottom).abs() > 10.0, "rows differ along the long side");
+        assert!(
+            (top - bottom).abs() > 10.0,
+            "rows differ along the long side"
+        );
     }
 }

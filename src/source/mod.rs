@@ -49,6 +49,14 @@ pub trait FrameSource: Send {
     fn dropped_frames(&self) -> u64 {
         0
     }
+
+    /// Whether the source should wait for the model instead of having its
+    /// older frames replaced by newer ones. A camera never waits (latency
+    /// matters, and it would drop frames in the driver anyway); a survey
+    /// replayed as fast as possible must not lose a frame.
+    fn waits_for_consumer(&self) -> bool {
+        false
+    }
 }
 
 use std::path::Path;

@@ -146,6 +146,11 @@ fn list_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 impl FrameSource for ReplaySource {
+    fn waits_for_consumer(&self) -> bool {
+        // fps = 0 means "as fast as the pipeline takes them": every file is processed.
+        self.period.is_none()
+    }
+
     fn next_event(&mut self) -> anyhow::Result<SourceEvent> {
         loop {
             if self.next_index >= self.files.len() {

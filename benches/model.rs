@@ -17,19 +17,25 @@ fn bench_models(c: &mut Criterion) {
     let mut group = c.benchmark_group("model");
     group.sample_size(20);
     for precision in [Precision::F32, Precision::Int8] {
-        let cfg = ModelConfig { precision, ..Default::default() };
+        let cfg = ModelConfig {
+            precision,
+            ..Default::default()
+        };
         let mut det = Detector::load(&cfg.detector_source(), 640, 512, None).unwrap();
         let name = format!("{precision:?}").to_lowercase();
-        group.bench_function(format!("detector_640x512_{name}"), |b| b.iter(|| det.detect(&frame).unwrap()));
+        group.bench_function(format!("detector_640x512_{name}"), |b| {
+            b.iter(|| det.detect(&frame).unwrap())
+        });
         let modules = det.detect(&frame).unwrap();
         let mut cls = Classifier::load(&cfg.classifier_source(), None).unwrap();
         group.bench_function(format!("classifier_per_module_{name}"), |b| {
             b.iter(|| cls.assess(&frame, &modules[0].quad).unwrap())
         });
         let mut stack = pvtherm::model::ModelStack::load(&cfg).unwrap();
-        group.bench_function(format!("stack_frame_{name}_{}_modules", modules.len()), |b| {
-            b.iter(|| stack.infer(&frame).unwrap())
-        });
+        group.bench_function(
+            format!("stack_frame_{name}_{}_modules", modules.len()),
+            |b| b.iter(|| stack.infer(&frame).unwrap()),
+        );
     }
     group.finish();
 }
@@ -38,7 +44,9 @@ fn bench_processing(c: &mut Criterion) {
     let frame = frame();
     let mut group = c.benchmark_group("processing");
     let (mut hist, mut out, mut resized) = (Vec::new(), Vec::new(), Vec::new());
-    group.bench_function("normalise_640x512_u16", |b| b.iter(|| preprocess::normalise_frame(&frame, &mut hist, &mut out)));
+    group.bench_function("normalise_640x512_u16", |b| {
+        b.iter(|| preprocess::normalise_frame(&frame, &mut hist, &mut out))
+    });
     group.bench_function("resize_640x512_to_320x256", |b| {
         b.iter(|| preprocess::resize_bilinear(&out, 640, 512, 320, 256, &mut resized))
     });

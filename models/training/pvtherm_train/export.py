@@ -45,7 +45,7 @@ def load_classifier(ckpt: str) -> Classifier:
     return m.eval()
 
 
-def export_f32(model: torch.nn.Module, kind: str, path: Path, meta: dict[str, str]) -> None:
+def export_f32(model: torch.nn.Module, kind: str, path: Path, meta: dict[str, str], equalize: bool = True) -> None:
     if kind == "detector":
         dummy = torch.zeros(1, 1, 512, 640)
         names = (["image"], ["maps"])
@@ -62,11 +62,58 @@ def export_f32(model: torch.nn.Module, kind: str, path: Path, meta: dict[str, st
     ops = sorted({n.op_type for n in m.graph.node})
     if set(ops) - {"Conv", "Relu"}:
         raise RuntimeError(f"unexpected ops in {kind}: {ops}")
+    if equalize:
+        eq = equalize_chain(m)
+        print("cross-layer equalisation, channel-range spread per conv before -> after:",
+              ", ".join(f"{a:.1f}->{b:.1f}" for a, b in eq))
     m.producer_name = "pvtherm_train"
     m.doc_string = f"pvtherm {kind} (see models/MODEL_CARD.md)"
     set_metadata(m, meta)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
+
+
+def equalize_chain(model: onnx.ModelProto, iterations: int = 20) -> list[tuple[float, float]]:
+    """Cross-layer equalisation (Nagel et al. 2019, "Data-free quantization") of a plain
+    Conv -> Relu -> Conv -> ... chain, in place.
+
+    For consecutive convs i, i+1 and each channel c between them, W_i[c] and b_i[c] are divided
+    by s_c and W_{i+1}[:, c] is multiplied by s_c with s_c = sqrt(r1_c / r2_c) (r1 = range of
+    output channel c of W_i, r2 = range of input channel c of W_{i+1}). ReLU(x / s) = ReLU(x) / s
+    for s > 0, so the f32 function is unchanged (up to rounding), but the per-channel weight
+    ranges become equal, which is what per-tensor int8 quantisation needs after BN folding.
+    Returns (before, after) of the max/mean-channel-range ratio per conv, for the log."""
+    from onnx import numpy_helper
+
+    nodes = list(model.graph.node)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    for n in nodes:
+        if n.op_type not in ("Conv", "Relu"):
+            raise RuntimeError(f"equalize_chain: unexpected op {n.op_type}")
+    # must be a chain: each conv's input is the previous conv's (relu'd) output
+    inits = {t.name: t for t in model.graph.initializer}
+    ws = [numpy_helper.to_array(inits[c.input[1]]).astype(np.float64) for c in convs]
+    bs = [numpy_helper.to_array(inits[c.input[2]]).astype(np.float64) for c in convs]
+
+    def spread(w):
+        r = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+        return float(r.max() / max(r.mean(), 1e-12))
+
+    before = [spread(w) for w in ws]
+    for _ in range(iterations):
+        for i in range(len(ws) - 1):
+            r1 = np.abs(ws[i]).reshape(ws[i].shape[0], -1).max(axis=1)
+            r2 = np.abs(ws[i + 1]).transpose(1, 0, 2, 3).reshape(ws[i + 1].shape[1], -1).max(axis=1)
+            s = np.sqrt(np.maximum(r1, 1e-12) / np.maximum(r2, 1e-12))
+            s = np.where((r1 > 1e-12) & (r2 > 1e-12), s, 1.0)
+            ws[i] = ws[i] / s[:, None, None, None]
+            bs[i] = bs[i] / s
+            ws[i + 1] = ws[i + 1] * s[None, :, None, None]
+    after = [spread(w) for w in ws]
+    for c, w, b in zip(convs, ws, bs):
+        inits[c.input[1]].CopyFrom(numpy_helper.from_array(w.astype(np.float32), c.input[1]))
+        inits[c.input[2]].CopyFrom(numpy_helper.from_array(b.astype(np.float32), c.input[2]))
+    return list(zip(before, after))
 
 
 class _Reader:
@@ -154,6 +201,7 @@ def main(argv=None):
     ap.add_argument("--calib", type=int, default=30, help="number of calibration inputs")
     ap.add_argument("--out-dir", default=str(MODELS))
     ap.add_argument("--quant-head", action="store_true", help="also quantise the last conv")
+    ap.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalisation")
     ap.add_argument("--full-range", action="store_true",
                     help="8-bit weights instead of 7-bit (saturates on AVX2 without VNNI, see quantize())")
     add_data_args(ap)
@@ -175,7 +223,7 @@ def main(argv=None):
         x = np.zeros((1, 1, 40, 24), np.float32)
     f32 = out_dir / f"pvtherm-{args.kind}-f32.onnx"
     i8 = out_dir / f"pvtherm-{args.kind}-int8.onnx"
-    export_f32(model, args.kind, f32, meta)
+    export_f32(model, args.kind, f32, meta, equalize=not args.no_equalize)
     calib = calibration_data(args.kind, args, args.calib)
     quantize(f32, i8, args.kind, calib, meta, keep_head_float=not args.quant_head,
              reduce_range=not args.full_range)

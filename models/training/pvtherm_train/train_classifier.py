@@ -52,6 +52,88 @@ def ism_augment(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
                      np.clip(np.round(v), 0, 255).astype(np.uint8))
 
 
+def normalise_batch(x: np.ndarray) -> np.ndarray:
+    """preprocess.normalise applied to each (40, 24) item of a float32 or uint8 batch (vectorised).
+
+    Same order statistics and arithmetic as normalise(); checked against it in selftest()."""
+    from .preprocess import percentile_indices
+
+    n = x.shape[1] * x.shape[2]
+    k_lo, k_hi = percentile_indices(n)
+    flat = x.reshape(len(x), -1)
+    part = np.partition(flat, [k_lo, k_hi], axis=1)
+    if x.dtype == np.uint8:
+        lo = part[:, k_lo].astype(np.int64)
+        hi = part[:, k_hi].astype(np.int64)
+        hi = np.where(hi <= lo, lo + 1, hi)
+        den = (hi - lo).astype(F32)
+        lo = lo.astype(F32)
+    else:
+        lo = part[:, k_lo].astype(F32)
+        hi = part[:, k_hi].astype(F32)
+        hi = np.where(hi <= lo, lo + F32(1), hi).astype(F32)
+        den = (hi - lo).astype(F32)
+    out = (x.astype(F32) - lo[:, None, None]) / den[:, None, None]
+    return np.clip(out, F32(0), F32(1)).astype(F32)
+
+
+def ism_augment_batch(rng: np.random.Generator, imgs: np.ndarray) -> np.ndarray:
+    """Vectorised version of ism_augment for a (B, 40, 24) uint8 batch."""
+    b = len(imgs)
+    v = imgs.astype(F32)
+    fx = rng.random(b) < 0.5
+    fy = rng.random(b) < 0.5
+    v[fx] = v[fx][:, :, ::-1]
+    v[fy] = v[fy][:, ::-1, :]
+    # small scale/shift jitter on half of the batch
+    jit = rng.random(b) < 0.5
+    if jit.any():
+        nj = int(jit.sum())
+        s = rng.uniform(0.92, 1.08, size=(nj, 2)).astype(F32)
+        t = rng.uniform(-1.5, 1.5, size=(nj, 2)).astype(F32)
+        yy, xx = np.mgrid[0:CROP_H, 0:CROP_W].astype(F32)
+        sx = np.clip((xx[None] + 0.5 - CROP_W / 2) / s[:, 0, None, None] + CROP_W / 2 + t[:, 0, None, None] - 0.5, 0, CROP_W - 1)
+        sy = np.clip((yy[None] + 0.5 - CROP_H / 2) / s[:, 1, None, None] + CROP_H / 2 + t[:, 1, None, None] - 0.5, 0, CROP_H - 1)
+        x0 = np.floor(sx).astype(np.int64)
+        y0 = np.floor(sy).astype(np.int64)
+        x1 = np.minimum(x0 + 1, CROP_W - 1)
+        y1 = np.minimum(y0 + 1, CROP_H - 1)
+        ax, ay = sx - x0, sy - y0
+        a = v[jit]
+        bi = np.arange(nj)[:, None, None]
+        top = a[bi, y0, x0] * (1 - ax) + a[bi, y0, x1] * ax
+        bot = a[bi, y1, x0] * (1 - ax) + a[bi, y1, x1] * ax
+        v[jit] = top * (1 - ay) + bot * ay
+    # noise relative to each crop's spread
+    p1, p99 = np.percentile(v.reshape(b, -1), [1, 99], axis=1)
+    spread = np.maximum(p99 - p1, 1e-3).astype(F32)
+    sig = (rng.uniform(0, 0.03, b) * spread * (rng.random(b) < 0.7)).astype(F32)
+    v = v + rng.normal(0, 1, v.shape).astype(F32) * sig[:, None, None]
+    out = np.empty_like(v)
+    u = rng.random(b)
+    # 30 %: float ("radiometric") rendering
+    kf = u < 0.3
+    out[kf] = normalise_batch(v[kf])
+    # 30 %: AGC re-rendering (random percentile clip + gamma), quantised to 8 bit
+    ka = (u >= 0.3) & (u < 0.6)
+    if ka.any():
+        va = v[ka].reshape(int(ka.sum()), -1)
+        plo = rng.uniform(0, 5, len(va))
+        phi = rng.uniform(95, 100, len(va))
+        srt = np.sort(va, axis=1)
+        n = va.shape[1]
+        lo = srt[np.arange(len(va)), np.round(plo / 100 * (n - 1)).astype(int)]
+        hi = srt[np.arange(len(va)), np.round(phi / 100 * (n - 1)).astype(int)]
+        hi = np.maximum(hi, lo + 1)
+        g = rng.uniform(0.6, 1.6, len(va))[:, None]
+        r = np.clip((va - lo[:, None]) / (hi - lo)[:, None], 0, 1) ** g
+        out[ka] = normalise_batch(np.round(r * 255).astype(np.uint8).reshape(-1, CROP_H, CROP_W))
+    # 40 %: plain 8-bit
+    kp = u >= 0.6
+    out[kp] = normalise_batch(np.clip(np.round(v[kp]), 0, 255).astype(np.uint8))
+    return out
+
+
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless stream of (x, ISM labels, pv defect labels) batches, built in a worker process."""
 
@@ -64,7 +146,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         rng = np.random.default_rng(self.seed * 1000 + (info.id if info else 0) + int(time.time()) % 100000)
         while True:
             bi = rng.choice(self.tr_idx, self.batch_ism)
-            xi = np.stack([ism_augment(rng, self.images[i]) for i in bi])
+            xi = ism_augment_batch(rng, self.images[bi])
             pv = [self.pv.sample(rng, True) for _ in range(self.n_def)] + \
                  [self.pv.sample(rng, False) for _ in range(self.batch_pv - self.n_def)]
             xp = np.stack([p[0] for p in pv])
@@ -75,9 +157,19 @@ class BatchStream(torch.utils.data.IterableDataset):
 class PvCrops:
     """Module crops from pv-thermography frames with quad jitter and camera renderings."""
 
-    def __init__(self, frames, rng):
+    def __init__(self, frames, rng, pred_quads: str | None = None, jitter: float = 1.5, p_pred: float = 0.5):
         self.frames = frames
+        self.jitter = jitter
+        self.p_pred = p_pred
         self.items = [(fi, mi) for fi, f in enumerate(frames) for mi in range(len(f.quads))]
+        # detector-predicted quads matched to each annotation (see predquads.py)
+        self.pred: dict[tuple[int, int], list[np.ndarray]] = {}
+        if pred_quads:
+            z = np.load(pred_quads)
+            index = {f"{f.subset}/{f.name}": fi for fi, f in enumerate(frames)}
+            for k, j, q in zip(z["keys"], z["gt_idx"], z["quads"]):
+                if str(k) in index:
+                    self.pred.setdefault((index[str(k)], int(j)), []).append(q)
         self.defect = np.array([frames[fi].defect[mi] for fi, mi in self.items])
         # a few fixed 8-bit renderings per frame (AGC of the whole frame, as a camera would)
         self.renders = [[augment.agc_render(rng, f.raw.astype(F32)) for _ in range(3)] for f in frames]
@@ -86,7 +178,11 @@ class PvCrops:
         pool = np.nonzero(self.defect == defective)[0] if defective is not None else np.arange(len(self.items))
         fi, mi = self.items[pool[rng.integers(len(pool))]]
         f = self.frames[fi]
-        q = f.quads[mi] + rng.normal(0, 1.5, (4, 2)) + rng.normal(0, 1.5, (1, 2))
+        cands = self.pred.get((fi, mi))
+        if cands and rng.random() < self.p_pred:
+            q = cands[rng.integers(len(cands))] + rng.normal(0, 1.0, (4, 2))
+        else:
+            q = f.quads[mi] + rng.normal(0, self.jitter, (4, 2)) + rng.normal(0, self.jitter, (1, 2))
         u = rng.random()
         if u < 0.5:
             c = crop_module_raw(f.raw, q)
@@ -156,6 +252,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--eval-every", type=float, default=4.0)
+    ap.add_argument("--init", help="checkpoint to start from")
+    ap.add_argument("--pred-quads", help="npz from predquads.py: train pv crops also use detector quads")
+    ap.add_argument("--jitter", type=float, default=1.5, help="px sigma of the corner / quad jitter")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -171,7 +270,7 @@ def main(argv=None):
     ism_vx = np.stack([normalise(images[i]) for i in np.nonzero(is_val)[0]])[:, None]
     ism_vy = labels[is_val]
     frames = load_pv_frames(args.data, args.work)
-    pv_train = PvCrops(split_frames(frames, split, "train"), rng)
+    pv_train = PvCrops(split_frames(frames, split, "train"), rng, args.pred_quads, args.jitter)
     pv_vx, pv_vy, pv_vs = pv_val_crops(split_frames(frames, split, "val"))
     print(f"ISM train {len(tr_idx)} val {len(ism_vy)}; pv train modules {len(pv_train.items)} "
           f"({int(pv_train.defect.sum())} defective); pv val {len(pv_vy)} ({int(pv_vy.sum())} defective)", flush=True)
@@ -180,6 +279,8 @@ def main(argv=None):
     freq = np.bincount(labels[tr_idx], minlength=12).astype(np.float64)
     cw = torch.tensor((freq.sum() / freq) ** 0.5 / ((freq.sum() / freq) ** 0.5).mean(), dtype=torch.float32)
     model = Classifier(args.w1, args.w2, args.extra)
+    if args.init:
+        model.load_state_dict(torch.load(args.init)["model"])
     print(f"classifier {model.cfg}: {count_macs(model, 40, 24) / 1e6:.2f} M MAC", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     budget = args.minutes * 60

@@ -174,8 +174,8 @@ impl Config {
             );
         }
         let m = &self.model;
-        if m.input_width % 16 != 0
-            || m.input_height % 16 != 0
+        if !m.input_width.is_multiple_of(16)
+            || !m.input_height.is_multiple_of(16)
             || m.input_width < 32
             || m.input_height < 32
         {

@@ -106,6 +106,8 @@ pub struct Tally {
     pub modules_predicted: usize,
     /// (score, is true positive) of every prediction, for AP.
     scored: Vec<(f32, bool)>,
+    /// Predictions at or above the operating threshold that matched.
+    true_positives: usize,
     pub defects_true: usize,
     pub defects_predicted: usize,
     pub defects_correct: usize,
@@ -139,14 +141,34 @@ impl Tally {
         height: f32,
         latency_ms: f64,
     ) {
+        self.add_at(pred, truth, width, height, latency_ms, 0.0);
+    }
+
+    /// Like [`Tally::add`], for predictions decoded below the operating score
+    /// threshold: all of them enter the AP curve (AP integrates over every
+    /// score), while precision, recall and the defect numbers count only
+    /// those at or above `threshold`, as the daemon would report them.
+    pub fn add_at(
+        &mut self,
+        pred: &[ModuleDetection],
+        truth: &[Annotation],
+        width: f32,
+        height: f32,
+        latency_ms: f64,
+        threshold: f32,
+    ) {
         let m = match_image(pred, truth, width, height);
         self.images += 1;
         self.modules_true += truth.len();
-        self.modules_predicted += pred.len();
         self.latencies_ms.push(latency_ms);
         self.defects_true += truth.iter().filter(|a| a.defective).count();
         for (p, t) in pred.iter().zip(&m.matched) {
             self.scored.push((p.score, t.is_some()));
+            if p.score < threshold {
+                continue;
+            }
+            self.modules_predicted += 1;
+            self.true_positives += t.is_some() as usize;
             if p.defect.defective {
                 self.defects_predicted += 1;
                 if t.is_some_and(|t| truth[t].defective) {
@@ -193,7 +215,7 @@ impl Tally {
     /// The final numbers.
     pub fn report(&self) -> EvalReport {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let tp = self.scored.iter().filter(|s| s.1).count();
+        let tp = self.true_positives;
         let dp = ratio(self.defects_correct, self.defects_predicted);
         let dr = ratio(self.defects_correct, self.defects_true);
         EvalReport {

@@ -43,6 +43,7 @@ struct QueueSlot {
 }
 
 /// What [`FrameQueue::pop`] returns.
+#[allow(clippy::large_enum_variant)] // the frame moves once, boxing it buys nothing
 pub enum Popped {
     Frame(Frame),
     /// Nothing arrived within the timeout (the caller beats the heartbeat).
@@ -332,7 +333,7 @@ impl Throttle {
 
     fn admit(&mut self) -> bool {
         self.seen += 1;
-        if (self.seen - 1) % self.every_n != 0 {
+        if !(self.seen - 1).is_multiple_of(self.every_n) {
             return false;
         }
         let now = Instant::now();

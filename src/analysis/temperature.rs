@@ -162,7 +162,7 @@ impl TemperatureMeter {
                 }
                 let v = frame.pixels.get(row + x);
                 samples.push(v);
-                if hottest.map_or(true, |(m, _, _)| v > m) {
+                if hottest.is_none_or(|(m, _, _)| v > m) {
                     hottest = Some((v, x, y));
                 }
             }

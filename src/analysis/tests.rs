@@ -57,10 +57,13 @@ const H: u32 = 256;
 const MW: f32 = 40.0;
 const MH: f32 = 20.0;
 
+/// Detections of a synthetic frame, each with its module's (col, row) in the grid.
+type GridDetections = Vec<(ModuleDetection, (u32, u32))>;
+
 impl Scene {
     /// Frame `k` and the detections a detector would report (modules fully
     /// inside the frame, corners jittered by up to 1 px), each with its (col, row).
-    fn frame(&mut self, k: u32) -> (Frame, Vec<(ModuleDetection, (u32, u32))>) {
+    fn frame(&mut self, k: u32) -> (Frame, GridDetections) {
         let mut px = vec![raw_of(15.0); (W * H) as usize];
         let (ox, oy) = (
             self.origin.0 + self.step.0 * k as f32,

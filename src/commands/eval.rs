@@ -11,6 +11,9 @@ use anyhow::{bail, Context, Result};
 use super::{image_files_in, ModelArgs};
 use crate::eval::{read_annotations, EvalReport, Tally};
 
+/// Lowest detector score decoded for the AP curve.
+const AP_FLOOR: f32 = 0.05;
+
 /// Arguments of `pvtherm eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -34,7 +37,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(f) => Some(read_stem_list(f)?),
         None => None,
     };
-    let mut stack = args.model.load()?;
+    // Decode down to a low score so AP sees the whole precision/recall curve;
+    // precision and recall are reported at the operating threshold.
+    let operating = {
+        let stack = args.model.load()?;
+        stack.detector.params().score_threshold
+    };
+    let mut config = args.model.to_config();
+    config.score_threshold = Some(AP_FLOOR.min(operating));
+    let mut stack = crate::model::ModelStack::load(&config)?;
     let mut tally = Tally::default();
     for dir in &args.dirs {
         let images = image_files_in(&dir.join("images"))?;

@@ -58,7 +58,10 @@ impl Detector {
         score_threshold: Option<f32>,
     ) -> Result<Self> {
         ensure!(
-            input_w >= 32 && input_h >= 32 && input_w % 16 == 0 && input_h % 16 == 0,
+            input_w >= 32
+                && input_h >= 32
+                && input_w.is_multiple_of(16)
+                && input_h.is_multiple_of(16),
             "model input size {input_w}x{input_h} must be multiples of 16, at least 32"
         );
         let model = onnx::load(source, [1, 1, input_h, input_w], DETECTOR_CHANNELS)?;

@@ -8,7 +8,7 @@
 #
 #   benches/pipeline.sh                 # pipeline table + onnxruntime models
 #   benches/pipeline.sh --criterion     # also `cargo bench --bench model` (tract; a long build)
-#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISIONS="int8 f32" PVTHERM_FPS=auto benches/pipeline.sh
+#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISIONS="int8 f32" PVTHERM_FPS=0 benches/pipeline.sh   # auto: pace binaries older than 65365c1
 #   PVTHERM=path/to/pvtherm benches/pipeline.sh
 #
 # Needs: a built pvtherm (target/release/pvtherm, else target/debug/pvtherm with
@@ -50,7 +50,7 @@ for precision in ${PRECISIONS:-int8 f32}; do
     echo "== whole pipeline, ${FRAMES:-100} frames, $precision models on both sides: pvtherm vs Python reference"
     "$PYTHON" benches/reference/driver.py --pvtherm "$PVTHERM" \
         --frames "${FRAMES:-100}" --runs "${RUNS:-5}" --startup-runs "${STARTUP_RUNS:-3}" \
-        --threads "${THREADS:-1}" --precision "$precision" --pvtherm-fps "${PVTHERM_FPS:-auto}" \
+        --threads "${THREADS:-1}" --precision "$precision" --pvtherm-fps "${PVTHERM_FPS:-0}" \
         --out "${TMPDIR:-/tmp}/pvtherm-bench/results-$precision.json"
 done
 

@@ -228,6 +228,9 @@ def run_one(side: str, args, sub: Subscriber, frames: Path, n: int, tag: str, wo
     if st:
         r["stats"] = {k: st.get(k) for k in ("frames_captured", "frames_processed", "frames_dropped",
                                              "frames_skipped", "defects_detected", "events")}
+    if r.get("stats", {}).get("frames_dropped"):
+        print(f"  !! {device} dropped {r['stats']['frames_dropped']} frames (pace it: --pvtherm-fps auto)",
+              file=sys.stderr)
     if proc.returncode != 0:
         print(f"  !! {device} exited with {proc.returncode}; see {work / (device + '.log')}", file=sys.stderr)
     return r
@@ -298,9 +301,10 @@ def main(argv=None) -> None:
     ap.add_argument("--startup-runs", type=int, default=3, help="1-frame runs per side")
     ap.add_argument("--precision", default="int8", choices=["int8", "f32"])
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra_op threads of the reference")
-    ap.add_argument("--pvtherm-fps", default="auto",
-                    help="replay rate of pvtherm's N-frame runs: 0 = as fast as possible (pvtherm then drops "
-                         "frames: its queue holds one), a number, or auto = 1000 / (1.6 x the model time of "
+    ap.add_argument("--pvtherm-fps", default="0",
+                    help="replay rate of pvtherm's N-frame runs: 0 = as fast as the model takes them (default; "
+                         "binaries before 65365c1 drop frames then: their queue holds one), a number, or "
+                         "auto = 1000 / (1.6 x the model time of "
                          "the 1-frame runs + 30 ms), so that no frame is dropped (default)")
     ap.add_argument("--dataset", type=Path, default=DATASET)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pvtherm-bench")

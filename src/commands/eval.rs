@@ -72,13 +72,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .infer(&frame)
                 .with_context(|| format!("inference failed on {}", image.display()))?;
             let latency = start.elapsed().as_secs_f64() * 1e3;
-            tally.add(
-                &pred,
-                &truth,
-                frame.width as f32,
-                frame.height as f32,
-                latency,
-            );
+            let (w, h) = (frame.width as f32, frame.height as f32);
+            tally.add_at(&pred, &truth, w, h, latency, operating);
         }
     }
     if tally.images == 0 {

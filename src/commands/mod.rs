@@ -23,7 +23,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "PATH")]
     pub classifier: Option<PathBuf>,
     /// Which built-in models to use.
-    #[arg(long, value_enum, default_value = "int8")]
+    #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// Model input size WIDTHxHEIGHT (multiples of 16).
     #[arg(long, value_name = "WxH", default_value = "640x512", value_parser = parse_size)]

@@ -33,10 +33,12 @@ use crate::frame::Frame;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Quantised models: smaller, and at least as fast as f32 in tract on x86 and ARM.
-    #[default]
+    /// Quantised models (per-tensor QLinearConv): 3x smaller. In tract 0.23 on
+    /// x86-64 without VNNI they run slower than f32 (BENCHMARKS.md); measure on
+    /// the target box before choosing them.
     Int8,
-    /// Float models: the accuracy reference.
+    /// Float models: the accuracy reference, and the faster pair on x86-64.
+    #[default]
     F32,
 }
 
@@ -63,7 +65,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            precision: Precision::Int8,
+            precision: Precision::F32,
             detector: None,
             classifier: None,
             input_width: 640,

@@ -161,6 +161,7 @@ class PvCrops:
         self.frames = frames
         self.jitter = jitter
         self.p_pred = p_pred
+        self.p_misalign = 0.0
         self.items = [(fi, mi) for fi, f in enumerate(frames) for mi in range(len(f.quads))]
         # detector-predicted quads matched to each annotation (see predquads.py)
         self.pred: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -183,6 +184,13 @@ class PvCrops:
             q = cands[rng.integers(len(cands))] + rng.normal(0, 1.0, (4, 2))
         else:
             q = f.quads[mi] + rng.normal(0, self.jitter, (4, 2)) + rng.normal(0, self.jitter, (1, 2))
+        if rng.random() < self.p_misalign:
+            # detector-like misalignment: shift along the module's own axes by up to 12 % of
+            # its sides and scale by 0.9-1.1 (label unchanged)
+            c = q.mean(axis=0)
+            ax_u = (q[1] - q[0] + q[2] - q[3]) / 2
+            ax_v = (q[3] - q[0] + q[2] - q[1]) / 2
+            q = c + (q - c) * rng.uniform(0.9, 1.1) + rng.uniform(-0.12, 0.12) * ax_u + rng.uniform(-0.12, 0.12) * ax_v
         u = rng.random()
         if u < 0.5:
             c = crop_module_raw(f.raw, q)
@@ -255,6 +263,7 @@ def main(argv=None):
     ap.add_argument("--init", help="checkpoint to start from")
     ap.add_argument("--pred-quads", help="npz from predquads.py: train pv crops also use detector quads")
     ap.add_argument("--jitter", type=float, default=1.5, help="px sigma of the corner / quad jitter")
+    ap.add_argument("--p-misalign", type=float, default=0.0, help="share of pv crops with a shifted/scaled quad")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -271,6 +280,7 @@ def main(argv=None):
     ism_vy = labels[is_val]
     frames = load_pv_frames(args.data, args.work)
     pv_train = PvCrops(split_frames(frames, split, "train"), rng, args.pred_quads, args.jitter)
+    pv_train.p_misalign = args.p_misalign
     pv_vx, pv_vy, pv_vs = pv_val_crops(split_frames(frames, split, "val"))
     print(f"ISM train {len(tr_idx)} val {len(ism_vy)}; pv train modules {len(pv_train.items)} "
           f"({int(pv_train.defect.sum())} defective); pv val {len(pv_vy)} ({int(pv_vy.sum())} defective)", flush=True)

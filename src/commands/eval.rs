@@ -39,13 +39,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     // Decode down to a low score so AP sees the whole precision/recall curve;
     // precision and recall are reported at the operating threshold.
-    let operating = {
-        let stack = args.model.load()?;
-        stack.detector.params().score_threshold
-    };
+    let requested = args.model.score_threshold;
     let mut config = args.model.to_config();
-    config.score_threshold = Some(AP_FLOOR.min(operating));
+    config.score_threshold = Some(requested.map_or(AP_FLOOR, |t| t.min(AP_FLOOR)));
     let mut stack = crate::model::ModelStack::load(&config)?;
+    let operating = match requested {
+        Some(t) => t,
+        None => stack.detector.tuned_score_threshold()?,
+    };
     let mut tally = Tally::default();
     for dir in &args.dirs {
         let images = image_files_in(&dir.join("images"))?;

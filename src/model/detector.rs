@@ -70,7 +70,7 @@ impl Detector {
             corner_scale: model.meta_or("corner_scale", 32.0)?,
             score_threshold: match score_threshold {
                 Some(t) => t,
-                None => model.meta_or("score_threshold", 0.3)?,
+                None => tuned_threshold(&model)?,
             },
             nms_iou: 0.5,
         };
@@ -83,6 +83,12 @@ impl Detector {
             normalised: Vec::new(),
             resized: Vec::new(),
         })
+    }
+
+    /// The score threshold tuned for this model (its metadata), whatever
+    /// threshold it was loaded with.
+    pub fn tuned_score_threshold(&self) -> Result<f32> {
+        tuned_threshold(&self.model)
     }
 
     /// The model's name and version from its metadata (for reports and messages).
@@ -152,6 +158,11 @@ impl Detector {
             (fw as f32, fh as f32),
         ))
     }
+}
+
+/// The operating threshold stored in the model file (0.3 for files without one).
+fn tuned_threshold(model: &LoadedModel) -> Result<f32> {
+    model.meta_or("score_threshold", 0.3)
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -28,6 +28,8 @@ enum Command {
     Cameras(commands::cameras::CamerasArgs),
     /// Capture frames from a V4L2 camera: print them, optionally save them (debugging).
     Capture(commands::capture::CaptureArgs),
+    /// Time the models on this machine, stage by stage (int8 against f32 with --both).
+    Bench(commands::bench::BenchArgs),
     /// Validate a configuration file without starting anything.
     CheckConfig {
         /// The TOML configuration file.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Cameras(args) => commands::cameras::run(args),
         Command::Capture(args) => commands::capture::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::CheckConfig { file } => commands::check_config(&file),
     };
     match result {

@@ -309,9 +309,12 @@ fn killed_daemon_gets_its_last_will_and_its_outbox_survives() {
     assert!(availability.iter().filter(|a| *a == "online").count() >= 2);
 }
 
-/// Rows of the daemon's outbox as `(topic suffix, payload)`, oldest first; `None`
-/// until the daemon has created the table. Also returns SQLite's integrity verdict.
-fn outbox_rows(path: &Path) -> Option<(Vec<(String, Vec<u8>)>, String)> {
+/// One stored message: topic suffix and payload.
+type Row = (String, Vec<u8>);
+
+/// Rows of the daemon's outbox, oldest first, and SQLite's integrity verdict;
+/// `None` until the daemon has created the table.
+fn outbox_rows(path: &Path) -> Option<(Vec<Row>, String)> {
     if !path.exists() {
         return None;
     }
@@ -326,7 +329,7 @@ fn outbox_rows(path: &Path) -> Option<(Vec<(String, Vec<u8>)>, String)> {
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .ok()?
-        .collect::<Result<Vec<(String, Vec<u8>)>, _>>()
+        .collect::<Result<Vec<Row>, _>>()
         .ok()?;
     Some((rows, check))
 }
@@ -341,8 +344,7 @@ fn killed_daemon_loses_nothing_it_accepted() {
     let frames = frames_dir(dir.path(), 8);
     let config = write_config(dir.path(), &broker, &frames, "pole2", 2.0, "");
     let outbox = dir.path().join("outbox.sqlite");
-    let detections_in =
-        |rows: &[(String, Vec<u8>)]| rows.iter().filter(|(t, _)| t == "detections").count();
+    let detections_in = |rows: &[Row]| rows.iter().filter(|(t, _)| t == "detections").count();
 
     let mut daemon = spawn_daemon(&config);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -356,10 +358,7 @@ fn killed_daemon_loses_nothing_it_accepted() {
     let (accepted, check) = outbox_rows(&outbox).expect("outbox readable after SIGKILL");
     assert_eq!(check, "ok", "outbox intact after SIGKILL");
     let accepted_detections = detections_in(&accepted);
-    assert!(
-        accepted_detections >= 3 && accepted_detections < 8,
-        "killed mid-run"
-    );
+    assert!((3..8).contains(&accepted_detections), "killed mid-run");
 
     // Broker back, a control room listening, the daemon restarted on the same outbox.
     broker.restart();
@@ -368,7 +367,7 @@ fn killed_daemon_loses_nothing_it_accepted() {
     assert!(ok, "restart on the same outbox failed: {stderr}");
 
     // Every accepted message arrives byte for byte, the backlog before new work.
-    let delivered = |m: &[Received], (topic, payload): &(String, Vec<u8>)| {
+    let delivered = |m: &[Received], (topic, payload): &Row| {
         m.iter()
             .position(|r| r.topic == format!("pvtherm/pole2/{topic}") && &r.payload == payload)
     };

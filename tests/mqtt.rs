@@ -228,6 +228,7 @@ fn messages_during_an_outage_all_arrive_in_order() {
         run.publisher.submit_all(batch).unwrap();
     }
     let n = sent.len();
+    run.publisher.flush();
     assert_eq!(run.publisher.stats().outbox_depth, n as u64);
 
     broker.restart();
@@ -279,6 +280,9 @@ fn accepted_messages_survive_a_crash() {
         run.publisher.submit(m.clone()).unwrap();
         sent.push(m);
     }
+    // `submit` returns while its own batch may still be committing; once flushed,
+    // everything accepted is on disk, which is what a crash must not undo.
+    run.publisher.flush();
     run.crash();
 
     broker.restart();
@@ -324,6 +328,7 @@ fn full_outbox_drops_oldest_detections_first_and_keeps_defects() {
     for m in &all {
         run.publisher.submit(m.clone()).unwrap();
     }
+    run.publisher.flush();
     let stats = run.publisher.stats();
     assert_eq!(stats.outbox_depth, 10);
     assert_eq!(stats.dropped.get(MessageClass::Detections), 6, "{stats:?}");

@@ -1,6 +1,7 @@
 //! One module per subcommand of the `pvtherm` binary. `main.rs` only parses
 //! the command line and calls `commands::<name>::run`.
 
+pub mod bench;
 pub mod cameras;
 pub mod capture;
 pub mod detect;

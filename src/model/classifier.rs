@@ -52,7 +52,7 @@ impl Classifier {
     /// Judges the module outlined by `quad` in `frame`.
     pub fn assess(&mut self, frame: &Frame, quad: &Quad) -> Result<DefectAssessment> {
         preprocess::module_crop(frame, quad, &mut self.scratch, &mut self.crop);
-        let out = onnx::run_f32(&self.model.plan, [1, 1, CROP_H, CROP_W], &self.crop)?;
+        let out = self.model.run_f32([1, 1, CROP_H, CROP_W], &self.crop)?;
         let view = out.try_as_plain_ram()?;
         Ok(interpret(view.as_slice::<f32>()?, self.threshold))
     }

@@ -140,7 +140,9 @@ impl Detector {
             );
             &self.resized
         };
-        let out = onnx::run_f32(&self.model.plan, [1, 1, self.input_h, self.input_w], input)?;
+        let out = self
+            .model
+            .run_f32([1, 1, self.input_h, self.input_w], input)?;
         let shape = out.shape();
         let (gh, gw) = (shape[2], shape[3]);
         let view = out.try_as_plain_ram()?;

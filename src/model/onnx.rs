@@ -38,6 +38,9 @@ impl ModelSource {
 /// A loaded, optimised model and what its ONNX metadata says about it.
 pub struct LoadedModel {
     pub plan: Plan,
+    /// Run state kept between calls: `plan.run` would build a fresh one (op states,
+    /// value slots) per call, which costs more than the 40x24 classifier itself.
+    state: TypedSimpleState,
     /// `pvtherm.*` metadata properties of the ONNX file, without the prefix.
     pub metadata: HashMap<String, String>,
     /// Where it came from (for messages).
@@ -47,6 +50,13 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Runs the model on one f32 input of `shape` and returns its single output.
+    pub fn run_f32(&mut self, shape: [usize; 4], data: &[f32]) -> Result<TValue> {
+        let input = Tensor::from_shape(&shape, data)?;
+        let mut out = self.state.run(tvec!(input.into()))?;
+        Ok(out.remove(0))
+    }
+
     /// A metadata value parsed as `T`, or `default` when absent.
     pub fn meta_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.metadata.get(key) {
@@ -116,8 +126,11 @@ pub fn load(
                  (is it a pvtherm model, with the right input size?): {e:#}"
             )
         })?;
+    let mut state = plan
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("{label}: cannot set up a run: {e:#}"))?;
     let zeros = Tensor::zero::<f32>(&input_shape)?;
-    let outputs = plan
+    let outputs = state
         .run(tvec!(zeros.into()))
         .map_err(|e| anyhow::anyhow!("{label}: test run on a blank input failed: {e:#}"))?;
     let output_shape = outputs[0].shape().to_vec();
@@ -129,15 +142,9 @@ pub fn load(
     }
     Ok(LoadedModel {
         plan,
+        state,
         metadata,
         label,
         output_shape,
     })
-}
-
-/// Runs `plan` on one f32 input and returns the first output as a contiguous f32 slice owner.
-pub fn run_f32(plan: &Plan, shape: [usize; 4], data: &[f32]) -> Result<TValue> {
-    let input = Tensor::from_shape(&shape, data)?;
-    let mut out = plan.run(tvec!(input.into()))?;
-    Ok(out.remove(0))
 }

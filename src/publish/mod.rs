@@ -41,6 +41,7 @@
 //! Optional: [`broker`] runs an in-process rumqttd broker for the demo/embedded setup.
 
 pub mod broker;
+mod committer;
 pub mod mqtt;
 pub mod outbox;
 mod publisher;

@@ -7,6 +7,7 @@
 //! which outbox row went out under which packet id, the in-flight window, the rate
 //! limit, the state slots and the shutdown drain.
 
+use super::committer::Committer;
 use super::mqtt::describe_connection_error;
 use super::outbox::Outbox;
 use super::{
@@ -60,6 +61,7 @@ pub struct PublisherStats {
 #[derive(Clone)]
 pub struct Publisher {
     shared: Arc<Shared>,
+    committer: Arc<Committer>,
 }
 
 /// State shared by the handles and the delivery task.
@@ -92,16 +94,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Publisher {
-    /// Accepts one message. Durable classes are committed to the outbox before this
-    /// returns (the only blocking part: one SQLite commit); state classes replace the
-    /// previous value of their topic in memory. Errors: shutting down, invalid topic
-    /// suffix, message larger than `[mqtt] max_message_bytes`, disk failure.
+    /// Accepts one message. Durable classes go to the outbox through the commit
+    /// thread (see [`Committer`]: this waits only for the previous batch's commit);
+    /// state classes replace the previous value of their topic in memory. Errors:
+    /// shutting down, invalid topic suffix, message larger than `[mqtt]
+    /// max_message_bytes`, disk failure.
     pub fn submit(&self, message: Outgoing) -> Result<()> {
         self.submit_all(vec![message])
     }
 
     /// Accepts several messages at once, e.g. everything one frame produced; the
-    /// durable ones share a single commit (one fsync instead of one per message).
+    /// durable ones share a single commit (one fsync instead of one per message),
+    /// done on the commit thread while the caller goes on.
     pub fn submit_all(&self, messages: Vec<Outgoing>) -> Result<()> {
         let shared = &self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
@@ -122,7 +126,7 @@ impl Publisher {
         let (durable, state): (Vec<_>, Vec<_>) =
             messages.into_iter().partition(|m| m.class.is_durable());
         if !durable.is_empty() {
-            lock(&shared.outbox).push_all(&durable)?;
+            self.committer.submit(durable)?;
         }
         if !state.is_empty() {
             let mut slots = lock(&shared.state);
@@ -134,7 +138,14 @@ impl Publisher {
         Ok(())
     }
 
-    /// Current link and queue statistics.
+    /// Waits until every durable message accepted so far is committed to the
+    /// outbox (at most one commit's time).
+    pub fn flush(&self) {
+        self.committer.flush();
+    }
+
+    /// Current link and queue statistics; the outbox figures count committed
+    /// messages (call [`Publisher::flush`] first to include the last batch).
     pub fn stats(&self) -> PublisherStats {
         let (depth, bytes, dropped) = {
             let ob = lock(&self.shared.outbox);
@@ -206,6 +217,14 @@ pub fn spawn_publisher(
         accepting: AtomicBool::new(true),
         max_message_bytes: mqtt.max_message_bytes,
     });
+    let committer = {
+        let shared = shared.clone();
+        Committer::spawn(move |batch| {
+            lock(&shared.outbox).push_all(&batch)?;
+            shared.wake.notify_one();
+            Ok(())
+        })?
+    };
     let (events_tx, events_rx) = mpsc::channel(256);
     let backoff = Backoff::new(mqtt.reconnect_initial, mqtt.reconnect_max);
     let address = mqtt.address();
@@ -219,6 +238,7 @@ pub fn spawn_publisher(
     ));
     let delivery = Delivery {
         shared: shared.clone(),
+        committer: committer.clone(),
         client: None,
         qos,
         window,
@@ -232,7 +252,7 @@ pub fn spawn_publisher(
         track: Tracking::default(),
     };
     let task = tokio::spawn(delivery.run(events_rx, shutdown, link_task));
-    Ok((Publisher { shared }, task))
+    Ok((Publisher { shared, committer }, task))
 }
 
 /// What the link task reports to the delivery task.
@@ -335,6 +355,7 @@ enum Sent {
 
 struct Delivery {
     shared: Arc<Shared>,
+    committer: Arc<Committer>,
     /// The current connection's client; `None` while disconnected.
     client: Option<AsyncClient>,
     qos: QoS,
@@ -398,6 +419,8 @@ impl Delivery {
             }
         };
         shared.accepting.store(false, Ordering::Release);
+        // The last batch may still be on its way to the disk: count it, checkpoint it.
+        self.committer.close();
         let left = lock(&shared.outbox).depth();
         if left > 0 {
             log::warn!("MQTT: {left} message(s) stay in the outbox for the next start");
@@ -413,6 +436,7 @@ impl Delivery {
     /// Nothing left to deliver (used to end the drain early).
     fn drained(&self) -> bool {
         self.connected
+            && self.committer.is_idle()
             && self.track.rows == 0
             && lock(&self.shared.outbox).depth() == 0
             && !lock(&self.shared.state).values().any(|(_, dirty)| *dirty)

@@ -39,6 +39,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Rust ignores SIGPIPE, turning a closed pipe into a panic in `println!`;
+        // a one-shot tool should just stop, like `cat` does. Not the daemon: a
+        // restarted journald must not kill it through its stderr.
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args),
         Command::Detect(args) => commands::detect::run(args),

@@ -4,9 +4,10 @@
 //! thread runs it, and prints median and range over several iterations.
 //!
 //! Developers have `cargo bench` (criterion) for the same stages; this command
-//! is the one that answers "will int8 or f32 be faster here?" in the field.
+//! is the one that answers "will int8 or f32 be faster here?" and "is this SD
+//! card fast enough for `synchronous = "full"`?" in the field.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,8 +15,12 @@ use serde::Serialize;
 
 use super::ModelArgs;
 use crate::analysis::AnalysisConfig;
+use crate::config::OutputConfig;
 use crate::inspect::Inspector;
 use crate::model::{ModelConfig, ModelStack, Precision};
+use crate::pipeline::MessageBuilder;
+use crate::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
+use crate::render::Renderer;
 
 /// Arguments of `pvtherm bench`.
 #[derive(clap::Args, Debug)]
@@ -32,6 +37,10 @@ pub struct BenchArgs {
     /// Timed iterations per stage (after two untimed warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: u32,
+    /// Where to time outbox commits: the outbox's own disk tells the truth
+    /// (e.g. /var/lib/pvtherm); a tmpfs makes fsync free. Default: the temp dir.
+    #[arg(long, value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +55,8 @@ pub struct StageTiming {
     pub min_ms: f64,
     pub max_ms: f64,
     pub iterations: u32,
+    /// Median as a share of the fastest whole-frame time (models + analysis).
+    pub percent_of_frame: Option<f64>,
 }
 
 /// Entry point of `pvtherm bench`.
@@ -58,6 +69,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let mut rows = Vec::new();
     let n = args.iterations;
+    // The fastest precision's frame time, and the last frame's messages, for the
+    // outbox stages below.
+    let mut frame_ms = f64::INFINITY;
+    let mut batch: Vec<Outgoing> = Vec::new();
     rows.push(timing("-", "decode image", n, || {
         crate::imageio::load_frame(&args.image, 0).map(drop)
     })?);
@@ -77,6 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             min_ms: load_ms,
             max_ms: load_ms,
             iterations: 1,
+            percent_of_frame: None,
         });
         rows.push(timing(
             name,
@@ -97,6 +113,40 @@ pub fn run(args: BenchArgs) -> Result<()> {
             n,
             || inspector.inspect(&frame).map(drop),
         )?);
+        if let Some(last) = rows.last() {
+            frame_ms = frame_ms.min(last.median_ms);
+        }
+        let inspection = inspector.inspect(&frame)?;
+        let mut builder = MessageBuilder::new(
+            Identity::new("pvtherm", "bench")?,
+            OutputConfig::default(),
+            inspector.model_info().clone(),
+            Renderer::new(AnalysisConfig::default().render),
+        );
+        rows.push(timing(
+            name,
+            "messages: JSON, thumbnails, snapshot",
+            n,
+            || {
+                batch = builder.frame_messages(&frame, &inspection);
+                Ok(())
+            },
+        )?);
+    }
+    let durable: Vec<Outgoing> = batch.into_iter().filter(|m| m.class.is_durable()).collect();
+    let bytes: usize = durable.iter().map(|m| m.payload.len()).sum();
+    let dir = args.outbox_dir.clone().unwrap_or_else(std::env::temp_dir);
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        let stage = format!(
+            "outbox {}: store + delete {} msgs, {} KB",
+            format!("{sync:?}").to_lowercase(),
+            durable.len(),
+            bytes.div_ceil(1024),
+        );
+        rows.push(time_outbox(&dir, sync, &durable, &stage, n)?);
+    }
+    for r in rows.iter_mut().filter(|r| !r.stage.starts_with("load")) {
+        r.percent_of_frame = Some(100.0 * r.median_ms / frame_ms).filter(|p| p.is_finite());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -104,6 +154,35 @@ pub fn run(args: BenchArgs) -> Result<()> {
         print_table(&args, &frame, &rows);
     }
     Ok(())
+}
+
+/// Times storing one frame's durable messages in a fresh outbox and deleting
+/// them again (what the publisher does per frame: commit, then PUBACKs).
+fn time_outbox(
+    dir: &Path,
+    synchronous: Synchronous,
+    messages: &[Outgoing],
+    stage: &str,
+    n: u32,
+) -> Result<StageTiming> {
+    let path = dir.join(format!("pvtherm-bench-{}.sqlite", std::process::id()));
+    let mut outbox = Outbox::open(&OutboxConfig {
+        path: path.clone(),
+        synchronous,
+        ..OutboxConfig::default()
+    })
+    .with_context(|| format!("cannot time the outbox in {}", dir.display()))?;
+    let result = timing("-", stage, n, || {
+        for id in outbox.push_all(messages)? {
+            outbox.remove(id)?;
+        }
+        Ok(())
+    });
+    drop(outbox);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    result
 }
 
 fn precision_name(p: Precision) -> &'static str {
@@ -137,6 +216,7 @@ fn timing(
         min_ms: ms[0],
         max_ms: ms[ms.len() - 1],
         iterations: n,
+        percent_of_frame: None,
     })
 }
 
@@ -154,13 +234,17 @@ fn print_table(args: &BenchArgs, frame: &crate::frame::Frame, rows: &[StageTimin
             .join(" ")
     );
     println!(
-        "{:<9} {:<48} {:>10} {:>10} {:>10}",
-        "precision", "stage", "median ms", "min ms", "max ms"
+        "{:<9} {:<48} {:>10} {:>9} {:>9} {:>8}",
+        "precision", "stage", "median ms", "min ms", "max ms", "% frame"
     );
     for r in rows {
+        let share = r
+            .percent_of_frame
+            .map(|p| format!("{p:.1}"))
+            .unwrap_or_default();
         println!(
-            "{:<9} {:<48} {:>10.2} {:>10.2} {:>10.2}",
-            r.precision, r.stage, r.median_ms, r.min_ms, r.max_ms
+            "{:<9} {:<48} {:>10.2} {:>9.2} {:>9.2} {:>8}",
+            r.precision, r.stage, r.median_ms, r.min_ms, r.max_ms, share
         );
     }
 }

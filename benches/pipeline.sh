@@ -58,6 +58,10 @@ echo
 echo "== model inference alone: onnxruntime (session.run only; stack = detector + classifier per module, with the Python pre/post-processing)"
 "$PYTHON" benches/reference/ort_models.py --iters "${ITERS:-30}" --models "${TMPDIR:-/tmp}/pvtherm-bench/models"
 
+echo
+echo "== model inference alone: tract, per stage, in the same pvtherm binary (pvtherm bench)"
+"$PVTHERM" bench --both --iterations "${ITERS:-30}" tests/fixtures/pv/images/001R.jpg
+
 if [ "$CRITERION" = 1 ]; then
     echo
     echo "== model inference alone: tract (criterion, benches/model.rs)"

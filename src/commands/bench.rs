@@ -106,6 +106,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 stack.classifier.assess(&frame, &first.quad).map(drop)
             })?);
         }
+        rows.push(timing(
+            name,
+            "models: detector + classifier per module",
+            n,
+            || stack.infer(&frame).map(drop),
+        )?);
         let mut inspector = Inspector::new(&config, AnalysisConfig::default())?;
         rows.push(timing(
             name,

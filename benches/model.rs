@@ -1,11 +1,19 @@
 //! Model latency in tract, int8 against f32, on a real 640x512 survey frame,
-//! and the pre/post-processing around it. Run: `cargo bench --bench model`.
+//! the pre/post-processing around it, and how the cost grows with the camera
+//! size and the number of modules. Run: `cargo bench --bench model`.
 //! Single-threaded: tract runs the plan on the calling thread.
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pvtherm::analysis::{Analyser, AnalysisConfig};
+use pvtherm::config::OutputConfig;
+use pvtherm::inspect::Inspection;
+use pvtherm::messages::ModelInfo;
 use pvtherm::model::{detector, preprocess, Classifier, Detector, ModelConfig, Precision};
+use pvtherm::pipeline::MessageBuilder;
+use pvtherm::publish::Identity;
+use pvtherm::render::Renderer;
 
 fn frame() -> pvtherm::frame::Frame {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pv/images/001R.jpg");
@@ -68,5 +76,109 @@ fn bench_processing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_models, bench_processing);
+/// `frame` resampled (nearest neighbour) to `w` x `h`: a stand-in for a camera of
+/// that size showing the same scene.
+fn resampled(frame: &pvtherm::frame::Frame, w: u32, h: u32) -> pvtherm::frame::Frame {
+    let mut pixels = Vec::with_capacity((w * h) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let (sx, sy) = (x * frame.width / w, y * frame.height / h);
+            pixels.push(frame.pixels.get((sy * frame.width + sx) as usize));
+        }
+    }
+    pvtherm::frame::Frame {
+        width: w,
+        height: h,
+        pixels: pvtherm::frame::Pixels::Gray16(pixels),
+        ..frame.clone()
+    }
+}
+
+/// How the cost grows with the work: camera resolution (Lepton, TC001, survey)
+/// and modules per frame.
+fn bench_scaling(c: &mut Criterion) {
+    let frame = frame();
+    let mut group = c.benchmark_group("scaling");
+    group.sample_size(20);
+    let cfg = ModelConfig::default();
+    // The model input is the camera size rounded up to a multiple of 16.
+    for (name, w, h) in [
+        ("lepton_160x120", 160, 120),
+        ("tc001_256x192", 256, 192),
+        ("survey_640x512", 640, 512),
+    ] {
+        let small = resampled(&frame, w, h);
+        let mut det = Detector::load(
+            &cfg.detector_source(),
+            w.next_multiple_of(16) as usize,
+            h.next_multiple_of(16) as usize,
+            None,
+        )
+        .unwrap();
+        group.bench_function(format!("detector_f32_{name}"), |b| {
+            b.iter(|| det.detect(&small).unwrap())
+        });
+    }
+    let mut stack = pvtherm::model::ModelStack::load(&cfg).unwrap();
+    let found = stack.infer(&frame).unwrap();
+    for n in [0usize, 10, 30, 100] {
+        let modules: Vec<_> = found.iter().cycle().take(n).cloned().collect();
+        let mut analyser = Analyser::new(AnalysisConfig::default()).unwrap();
+        group.bench_function(format!("analysis_{n}_modules"), |b| {
+            b.iter(|| analyser.analyse(&frame, modules.clone()))
+        });
+        let mut builder = MessageBuilder::new(
+            Identity::new("pvtherm", "bench").unwrap(),
+            OutputConfig::default(),
+            ModelInfo {
+                name: "pvtherm-detector".into(),
+                version: "bench".into(),
+                detector: "built-in".into(),
+                classifier: "built-in".into(),
+            },
+            Renderer::new(AnalysisConfig::default().render),
+        );
+        let inspection = Inspection {
+            analysis: analyser.analyse(&frame, modules.clone()),
+            latency_ms: 0.0,
+        };
+        group.bench_function(format!("messages_{n}_modules"), |b| {
+            b.iter(|| builder.frame_messages(&frame, &inspection))
+        });
+    }
+    group.finish();
+}
+
+/// Rendering and serialisation on their own: the overview JPEG and the
+/// detections JSON of a real frame.
+fn bench_output(c: &mut Criterion) {
+    let frame = frame();
+    let mut group = c.benchmark_group("output");
+    let mut stack = pvtherm::model::ModelStack::load(&ModelConfig::default()).unwrap();
+    let modules = stack.infer(&frame).unwrap();
+    let analysis = Analyser::new(AnalysisConfig::default())
+        .unwrap()
+        .analyse(&frame, modules);
+    let mut renderer = Renderer::new(AnalysisConfig::default().render);
+    let overview = renderer.overview(&frame, &analysis);
+    group.bench_function("render_overview_640x512", |b| {
+        b.iter(|| renderer.overview(&frame, &analysis))
+    });
+    group.bench_function("jpeg_encode_640x512_q80", |b| {
+        b.iter(|| pvtherm::render::encode_jpeg(&overview, 80).unwrap())
+    });
+    group.bench_function(
+        format!("json_analysis_{}_modules", analysis.modules.len()),
+        |b| b.iter(|| serde_json::to_vec(&analysis.modules).unwrap()),
+    );
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_models,
+    bench_processing,
+    bench_scaling,
+    bench_output
+);
 criterion_main!(benches);

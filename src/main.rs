@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use pvtherm::commands;
 
 /// Thermographic inspection of PV plants on an edge box: thermal camera ->
-/// int8 module detector -> MQTT.
+/// ONNX module detector and defect classifier -> MQTT.
 #[derive(Parser, Debug)]
 #[command(name = "pvtherm", version, about, long_about = None)]
 struct Cli {

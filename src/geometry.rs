@@ -92,17 +92,27 @@ impl Quad {
     }
     /// Whether `p` lies inside the (convex or not) quadrilateral (even-odd rule).
     pub fn contains(&self, p: Point) -> bool {
-        let mut inside = false;
+        self.crossings_at(p.y).inside(p.x)
+    }
+    /// Where the horizontal line at `y` crosses the outline. Computed once per
+    /// row, it answers [`Quad::contains`] for every point of that row with a
+    /// few comparisons instead of four divisions each (pixel loops).
+    pub fn crossings_at(&self, y: f32) -> RowCrossings {
+        let mut row = RowCrossings {
+            xs: [0.0; 4],
+            len: 0,
+        };
         let c = &self.0;
         let mut j = 3;
         for i in 0..4 {
             let (a, b) = (c[i], c[j]);
-            if (a.y > p.y) != (b.y > p.y) && p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x {
-                inside = !inside;
+            if (a.y > y) != (b.y > y) {
+                row.xs[row.len] = (b.x - a.x) * (y - a.y) / (b.y - a.y) + a.x;
+                row.len += 1;
             }
             j = i;
         }
-        inside
+        row
     }
     /// Polygon area (shoelace).
     pub fn area(&self) -> f32 {
@@ -120,6 +130,26 @@ impl Quad {
             x: p.x * sx,
             y: p.y * sy,
         }))
+    }
+}
+
+/// The x positions where one horizontal line crosses a [`Quad`]'s edges.
+#[derive(Debug, Clone, Copy)]
+pub struct RowCrossings {
+    xs: [f32; 4],
+    len: usize,
+}
+
+impl RowCrossings {
+    /// Whether the line misses the quad.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Whether the point at `x` on this line is inside: an odd number of
+    /// crossings lie to its right (even-odd rule).
+    #[inline]
+    pub fn inside(&self, x: f32) -> bool {
+        self.xs[..self.len].iter().filter(|&&c| x < c).count() % 2 == 1
     }
 }
 

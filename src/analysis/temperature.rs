@@ -88,14 +88,16 @@ impl Conversion {
     }
 }
 
-/// Computes [`ModuleTemperature`]s. Reuses one sample buffer across calls (no
-/// allocation once it has grown to the largest module) and caches the
+/// Computes [`ModuleTemperature`]s. Reuses its buffers across calls (no
+/// allocation once they have grown to the largest module) and caches the
 /// conversion table of the last radiometry seen (a survey's images share
 /// their Planck constants; a camera's never change).
 #[derive(Debug, Default)]
 pub struct TemperatureMeter {
-    /// Raw values of the pixels inside the current quad (sorted in place).
+    /// Raw values of the pixels inside the current quad, in scan order.
     samples: Vec<u16>,
+    /// The same values counted per raw value (in value order, for the median).
+    histogram: Histogram,
     /// The radiometry the cached conversion was built for.
     cached: Option<(Radiometry, Conversion)>,
 }
@@ -151,13 +153,14 @@ impl TemperatureMeter {
         samples.clear();
         let mut hottest: Option<(u16, usize, usize)> = None;
         for y in y0..y1 {
+            // Pixel centres are inside by the quad's even-odd rule.
+            let crossings = quad.crossings_at(y as f32 + 0.5);
+            if crossings.is_empty() {
+                continue;
+            }
             let row = y * w;
             for x in x0..x1 {
-                let centre = Point {
-                    x: x as f32 + 0.5,
-                    y: y as f32 + 0.5,
-                };
-                if !quad.contains(centre) {
+                if !crossings.inside(x as f32 + 0.5) {
                     continue;
                 }
                 let v = frame.pixels.get(row + x);
@@ -167,11 +170,13 @@ impl TemperatureMeter {
                 }
             }
         }
-        samples.sort_unstable();
+        self.histogram.fill(&samples);
+        self.samples = samples;
+        let histogram = std::mem::take(&mut self.histogram);
         let conv = self.conversion(radiometry);
         let unit = conv.unit();
-        let stats = stats_of_sorted(&samples, |raw| conv.convert(raw));
-        self.samples = samples;
+        let stats = stats_of(&histogram, |raw| conv.convert(raw));
+        self.histogram = histogram;
         let (_, hx, hy) = hottest?;
         stats.map(|s| ModuleTemperature {
             min: s.min,
@@ -198,22 +203,46 @@ struct Stats {
     count: u32,
 }
 
-/// Statistics of sorted raw values. Each distinct raw value is converted once
-/// per pass (runs of equal values), so a Planck conversion costs a logarithm
-/// per distinct value rather than per pixel. Values that do not convert are
-/// skipped. No allocation.
-fn stats_of_sorted(sorted: &[u16], conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {
-    let runs = || {
-        let mut i = 0;
-        std::iter::from_fn(move || {
-            let v = *sorted.get(i)?;
-            let start = i;
-            while i < sorted.len() && sorted[i] == v {
-                i += 1;
-            }
-            Some((v, (i - start) as u32))
-        })
-    };
+/// How many samples have each raw value, over the range the samples span:
+/// the samples in value order without sorting them, in O(n + range) (module
+/// temperatures span a few hundred raw values; a dead pixel at 0 costs one
+/// pass over at most 65,536 counters).
+#[derive(Debug, Default)]
+struct Histogram {
+    /// The raw value of `counts[0]`.
+    base: u16,
+    counts: Vec<u32>,
+}
+
+impl Histogram {
+    /// Counts `samples` (reusing the buffer).
+    fn fill(&mut self, samples: &[u16]) {
+        self.counts.clear();
+        let (Some(&lo), Some(&hi)) = (samples.iter().min(), samples.iter().max()) else {
+            return;
+        };
+        self.base = lo;
+        self.counts.resize(usize::from(hi - lo) + 1, 0);
+        for &v in samples {
+            self.counts[usize::from(v - lo)] += 1;
+        }
+    }
+
+    /// `(raw value, count)` for every value present, ascending.
+    fn runs(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| k > 0)
+            .map(|(i, &k)| (self.base + i as u16, k))
+    }
+}
+
+/// Statistics of the counted raw values. Each distinct raw value is converted
+/// once per pass, so a Planck conversion costs a look-up per distinct value
+/// rather than per pixel. Values that do not convert are skipped.
+fn stats_of(histogram: &Histogram, conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {
+    let runs = || histogram.runs();
     let (mut n, mut sum) = (0u32, 0f64);
     let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
     for (raw, k) in runs() {
@@ -347,12 +376,57 @@ mod tests {
         assert!(m.measure(&bad, &r, &rect(0.0, 0.0, 4.0, 4.0)).is_none());
     }
 
+    fn stats_of_samples(samples: &[u16], conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {
+        let mut h = Histogram::default();
+        h.fill(samples);
+        stats_of(&h, conv)
+    }
+
     #[test]
     fn median_skips_values_that_do_not_convert() {
         let conv = |v: u16| if v == 0 { None } else { Some(v as f32) };
-        let s = stats_of_sorted(&[0, 0, 0, 1, 2, 3, 3], conv).unwrap();
+        let s = stats_of_samples(&[3, 0, 1, 0, 2, 3, 0], conv).unwrap();
         assert_eq!((s.count, s.min, s.max, s.median), (4, 1.0, 3.0, 2.5));
-        assert!(stats_of_sorted(&[0, 0], conv).is_none());
-        assert!(stats_of_sorted(&[], conv).is_none());
+        assert!(stats_of_samples(&[0, 0], conv).is_none());
+        assert!(stats_of_samples(&[], conv).is_none());
+    }
+
+    #[test]
+    fn histogram_spans_the_whole_raw_range() {
+        let s = stats_of_samples(&[65535, 0, 7, 65535], |v| Some(v as f32)).unwrap();
+        assert_eq!((s.count, s.min, s.max), (4, 0.0, 65535.0));
+        assert_eq!(s.median, 0.5 * (7.0 + 65535.0));
+    }
+
+    /// The per-point even-odd test, edge by edge: what the row crossings replace.
+    fn contains_per_point(q: &Quad, p: Point) -> bool {
+        let mut inside = false;
+        for i in 0..4 {
+            let (a, b) = (q.0[i], q.0[(i + 3) % 4]);
+            if (a.y > p.y) != (b.y > p.y) && p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x {
+                inside = !inside;
+            }
+        }
+        inside
+    }
+
+    #[test]
+    fn row_crossings_agree_with_the_per_point_test_on_a_tilted_quad() {
+        let q = Quad([
+            Point { x: 3.2, y: 1.1 },
+            Point { x: 14.7, y: 2.9 },
+            Point { x: 12.9, y: 9.6 },
+            Point { x: 1.4, y: 7.3 },
+        ]);
+        for y in 0..12 {
+            let row = q.crossings_at(y as f32 + 0.5);
+            for x in 0..16 {
+                let p = Point {
+                    x: x as f32 + 0.5,
+                    y: y as f32 + 0.5,
+                };
+                assert_eq!(row.inside(p.x), contains_per_point(&q, p), "{p:?}");
+            }
+        }
     }
 }

@@ -55,7 +55,8 @@ pub struct StageTiming {
     pub min_ms: f64,
     pub max_ms: f64,
     pub iterations: u32,
-    /// Median as a share of the fastest whole-frame time (models + analysis).
+    /// Median as a share of the whole-frame time (models + analysis) of the same
+    /// precision; for the rows shared by all precisions, of the fastest one.
     pub percent_of_frame: Option<f64>,
 }
 
@@ -69,9 +70,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let mut rows = Vec::new();
     let n = args.iterations;
-    // The fastest precision's frame time, and the last frame's messages, for the
+    // Each precision's whole-frame time (the "% frame" base of its rows; the
+    // fastest one for the shared rows), and the last frame's messages for the
     // outbox stages below.
-    let mut frame_ms = f64::INFINITY;
+    let mut frame_ms: Vec<(&'static str, f64)> = Vec::new();
     let mut batch: Vec<Outgoing> = Vec::new();
     rows.push(timing("-", "decode image", n, || {
         crate::imageio::load_frame(&args.image, 0).map(drop)
@@ -120,7 +122,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             || inspector.inspect(&frame).map(drop),
         )?);
         if let Some(last) = rows.last() {
-            frame_ms = frame_ms.min(last.median_ms);
+            frame_ms.push((name, last.median_ms));
         }
         let inspection = inspector.inspect(&frame)?;
         let mut builder = MessageBuilder::new(
@@ -151,8 +153,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         rows.push(time_outbox(&dir, sync, &durable, &stage, n)?);
     }
+    let fastest = frame_ms
+        .iter()
+        .map(|&(_, ms)| ms)
+        .fold(f64::INFINITY, f64::min);
     for r in rows.iter_mut().filter(|r| !r.stage.starts_with("load")) {
-        r.percent_of_frame = Some(100.0 * r.median_ms / frame_ms).filter(|p| p.is_finite());
+        let base = frame_ms
+            .iter()
+            .find(|(p, _)| *p == r.precision)
+            .map_or(fastest, |&(_, ms)| ms);
+        r.percent_of_frame = Some(100.0 * r.median_ms / base).filter(|p| p.is_finite());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -29,10 +29,15 @@ fn bench_models(c: &mut Criterion) {
             precision,
             ..Default::default()
         };
-        let mut det = Detector::load(&cfg.detector_source(), 640, 512, None).unwrap();
+        let mut det = Detector::load(&cfg.detector_source(), (640, 512), None, 1).unwrap();
         let name = format!("{precision:?}").to_lowercase();
         group.bench_function(format!("detector_640x512_{name}"), |b| {
             b.iter(|| det.detect(&frame).unwrap())
+        });
+        // All threads: tract's own pool for the detector's matrix products.
+        let mut det2 = Detector::load(&cfg.detector_source(), (640, 512), None, 2).unwrap();
+        group.bench_function(format!("detector_640x512_{name}_2_threads"), |b| {
+            b.iter(|| det2.detect(&frame).unwrap())
         });
         let modules = det.detect(&frame).unwrap();
         let mut cls = Classifier::load(&cfg.classifier_source(), None).unwrap();
@@ -59,7 +64,7 @@ fn bench_processing(c: &mut Criterion) {
         b.iter(|| preprocess::resize_bilinear(&out, 640, 512, 320, 256, &mut resized))
     });
     let cfg = ModelConfig::default();
-    let mut det = Detector::load(&cfg.detector_source(), 640, 512, None).unwrap();
+    let mut det = Detector::load(&cfg.detector_source(), (640, 512), None, 1).unwrap();
     let modules = det.detect(&frame).unwrap();
     let (mut scratch, mut crop) = (Vec::new(), Vec::new());
     group.bench_function("module_crop_40x24", |b| {
@@ -108,13 +113,11 @@ fn bench_scaling(c: &mut Criterion) {
         ("survey_640x512", 640, 512),
     ] {
         let small = resampled(&frame, w, h);
-        let mut det = Detector::load(
-            &cfg.detector_source(),
+        let input = (
             w.next_multiple_of(16) as usize,
             h.next_multiple_of(16) as usize,
-            None,
-        )
-        .unwrap();
+        );
+        let mut det = Detector::load(&cfg.detector_source(), input, None, 1).unwrap();
         group.bench_function(format!("detector_f32_{name}"), |b| {
             b.iter(|| det.detect(&small).unwrap())
         });

@@ -185,6 +185,12 @@ impl Config {
                 m.input_height
             );
         }
+        if !(1..=64).contains(&m.threads) {
+            bail!(
+                "[model] threads = {}: must be 1 to 64 (1 = the inference thread alone)",
+                m.threads
+            );
+        }
         for (key, file) in [("detector", &m.detector), ("classifier", &m.classifier)] {
             if let Some(f) = file {
                 if !f.is_file() {

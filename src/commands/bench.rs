@@ -1,7 +1,8 @@
 //! `pvtherm bench`: how fast the models run on *this* box, in the release
 //! binary an operator installed (no Rust toolchain on a Raspberry Pi). It times
-//! each stage of one frame on the calling thread, as the daemon's inference
-//! thread runs it, and prints median and range over several iterations.
+//! each stage of one frame on the calling thread (plus `--threads` for the
+//! detector), as the daemon's inference thread runs it, and prints median and
+//! range over several iterations.
 //!
 //! Developers have `cargo bench` (criterion) for the same stages; this command
 //! is the one that answers "will int8 or f32 be faster here?" and "is this SD
@@ -239,10 +240,11 @@ fn timing(
 fn print_table(args: &BenchArgs, frame: &crate::frame::Frame, rows: &[StageTiming]) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{} ({}x{}), one thread, {} iterations, load average {}",
+        "{} ({}x{}), detector on {} thread(s), classifier on 1, {} iterations, load average {}",
         args.image.display(),
         frame.width,
         frame.height,
+        args.model.threads,
         args.iterations,
         load.split_whitespace()
             .take(3)

@@ -35,6 +35,9 @@ pub struct ModelArgs {
     /// Override the classifier's defect threshold.
     #[arg(long)]
     pub defect_threshold: Option<f32>,
+    /// Threads for the detector's matrix products.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 /// `--precision` values.
@@ -58,6 +61,7 @@ impl ModelArgs {
             input_height: self.input_size.1,
             score_threshold: self.score_threshold,
             defect_threshold: self.defect_threshold,
+            threads: usize::from(self.threads),
         }
     }
 

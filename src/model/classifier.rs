@@ -26,7 +26,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the classifier; `threshold` overrides the model's tuned defect threshold.
     pub fn load(source: &ModelSource, threshold: Option<f32>) -> Result<Self> {
-        let model = onnx::load(source, [1, 1, CROP_H, CROP_W], CLASSIFIER_CHANNELS)?;
+        let model = onnx::load(source, [1, 1, CROP_H, CROP_W], CLASSIFIER_CHANNELS, 1)?;
         let threshold = match threshold {
             Some(t) => t,
             None => model.meta_or("defect_threshold", 0.5)?,

@@ -49,13 +49,14 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Loads the detector for a fixed input size (multiples of 16).
-    /// `score_threshold` overrides the model's tuned threshold.
+    /// Loads the detector for a fixed input size `(width, height)` (multiples of
+    /// 16), running on `threads` threads. `score_threshold` overrides the model's
+    /// tuned threshold.
     pub fn load(
         source: &ModelSource,
-        input_w: usize,
-        input_h: usize,
+        (input_w, input_h): (usize, usize),
         score_threshold: Option<f32>,
+        threads: usize,
     ) -> Result<Self> {
         ensure!(
             input_w >= 32
@@ -64,7 +65,7 @@ impl Detector {
                 && input_h.is_multiple_of(16),
             "model input size {input_w}x{input_h} must be multiples of 16, at least 32"
         );
-        let model = onnx::load(source, [1, 1, input_h, input_w], DETECTOR_CHANNELS)?;
+        let model = onnx::load(source, [1, 1, input_h, input_w], DETECTOR_CHANNELS, threads)?;
         let params = DecodeParams {
             stride: model.meta_or("stride", 8.0)?,
             corner_scale: model.meta_or("corner_scale", 32.0)?,

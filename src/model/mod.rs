@@ -60,6 +60,10 @@ pub struct ModelConfig {
     pub score_threshold: Option<f32>,
     /// Minimum defect probability for `defective`; unset = the model's tuned value.
     pub defect_threshold: Option<f32>,
+    /// Threads for the detector's matrix products (1 = the inference thread
+    /// alone). The classifier always runs on one: its 40x24 crops are too small
+    /// to split.
+    pub threads: usize,
 }
 
 impl Default for ModelConfig {
@@ -72,6 +76,7 @@ impl Default for ModelConfig {
             input_height: 512,
             score_threshold: None,
             defect_threshold: None,
+            threads: 1,
         }
     }
 }
@@ -137,9 +142,9 @@ impl ModelStack {
     pub fn load(config: &ModelConfig) -> Result<Self> {
         let detector = Detector::load(
             &config.detector_source(),
-            config.input_width,
-            config.input_height,
+            (config.input_width, config.input_height),
             config.score_threshold,
+            config.threads,
         )?;
         let classifier = Classifier::load(&config.classifier_source(), config.defect_threshold)?;
         Ok(Self {

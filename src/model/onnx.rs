@@ -70,11 +70,13 @@ impl LoadedModel {
 
 /// Loads `source`, fixes its single input to `input_shape` (f32), optimises,
 /// runs it once on zeros and checks that the single output has
-/// `expected_channels` channels. Every failure names the model and what is wrong.
+/// `expected_channels` channels. `threads` > 1 gives the plan its own pool for
+/// the matrix products. Every failure names the model and what is wrong.
 pub fn load(
     source: &ModelSource,
     input_shape: [usize; 4],
     expected_channels: usize,
+    threads: usize,
 ) -> Result<LoadedModel> {
     let label = source.label();
     let mut bytes = Vec::new();
@@ -119,7 +121,13 @@ pub fn load(
     let plan = model
         .with_input_fact(0, f32::fact(input_shape).into())
         .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
+        .and_then(|m| {
+            m.into_runnable_with_options(&RunOptions {
+                executor: (threads > 1)
+                    .then(|| tract_linalg::multithread::Executor::multithread(threads)),
+                ..RunOptions::default()
+            })
+        })
         .map_err(|e| {
             anyhow::anyhow!(
                 "{label}: the model does not accept a single-channel input of shape {input_shape:?} \

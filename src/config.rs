@@ -307,6 +307,17 @@ mod tests {
     }
 
     #[test]
+    fn zero_detector_threads_are_rejected() {
+        let err = Config::parse("[model]\nthreads = 0\n", Path::new("t.toml")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[model] threads = 0"),
+            "{err:#}"
+        );
+        let ok = Config::parse("[model]\nthreads = 2\n", Path::new("t.toml")).unwrap();
+        assert_eq!(ok.model.threads, 2);
+    }
+
+    #[test]
     fn bad_device_id_is_rejected() {
         let err = Config::parse("[device]\nid = \"a/b\"\n", Path::new("t.toml")).unwrap_err();
         assert!(format!("{err:#}").contains("[device] id"));

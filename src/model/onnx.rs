@@ -5,13 +5,9 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use tract_onnx::prelude::*;
-
-/// A tract plan ready to run, with the shapes it was built for.
-pub type Plan = Arc<TypedRunnableModel>;
 
 /// Where a model comes from: a file, or bytes built into the binary.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +33,9 @@ impl ModelSource {
 
 /// A loaded, optimised model and what its ONNX metadata says about it.
 pub struct LoadedModel {
-    pub plan: Plan,
-    /// Run state kept between calls: `plan.run` would build a fresh one (op states,
-    /// value slots) per call, which costs more than the 40x24 classifier itself.
+    /// The optimised plan with its run state, kept between calls: `plan.run`
+    /// would build a fresh state (op states, value slots) per call, which costs
+    /// more than the 40x24 classifier itself.
     state: TypedSimpleState,
     /// `pvtherm.*` metadata properties of the ONNX file, without the prefix.
     pub metadata: HashMap<String, String>,
@@ -149,7 +145,6 @@ pub fn load(
         );
     }
     Ok(LoadedModel {
-        plan,
         state,
         metadata,
         label,

@@ -10,7 +10,7 @@
 //! model was working on).
 
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -36,9 +36,9 @@ impl Committer {
     /// Starts the commit thread; `commit` writes one batch in one transaction.
     pub(super) fn spawn(
         mut commit: impl FnMut(Vec<Outgoing>) -> Result<()> + Send + 'static,
-    ) -> Result<std::sync::Arc<Committer>> {
+    ) -> Result<Arc<Committer>> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Outgoing>>(1);
-        let committer = std::sync::Arc::new(Committer {
+        let committer = Arc::new(Committer {
             progress: Mutex::new(Progress::default()),
             changed: Condvar::new(),
             tx: Mutex::new(Some(tx)),
@@ -117,7 +117,7 @@ impl Committer {
 mod tests {
     use super::*;
     use crate::publish::MessageClass;
-    use std::sync::{Arc, Mutex as StdMutex};
+    use std::sync::Mutex as StdMutex;
     use std::time::Duration;
 
     fn message(n: u8) -> Outgoing {

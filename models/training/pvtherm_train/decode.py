@@ -31,6 +31,47 @@ def module_target(quad: np.ndarray):
     return centre, q, short
 
 
+def clip_quad(quad: np.ndarray, w: float, h: float, min_side: float = 2.0):
+    """The part of a module quad (4, 2) inside [0, w] x [0, h], as a quad, or None.
+
+    The data set annotates a module cut by the frame edge as its visible part (the corners
+    outside slide onto the edge), so a module cut by a training crop's edge must become
+    its visible part too: with the full quad as target, the detector learns to ignore
+    the slivers the annotations count. Sutherland-Hodgman clip, then each corner outside
+    is replaced by the clipped polygon's vertex nearest to it. None when less than
+    `min_side` pixels of the module are visible in either direction.
+    """
+    poly = [np.asarray(p, np.float64) for p in quad]
+    for axis, bound, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        def inside(p):
+            return p[axis] <= bound if keep_below else p[axis] >= bound
+        out = []
+        for i, cur in enumerate(poly):
+            prev = poly[i - 1]
+            if inside(cur) != inside(prev):
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                out.append(prev + t * (cur - prev))
+            if inside(cur):
+                out.append(cur)
+        poly = out
+        if not poly:
+            return None
+    pts = np.array(poly)
+    if np.ptp(pts[:, 0]) < min_side or np.ptp(pts[:, 1]) < min_side:
+        return None
+    q = np.asarray(quad, np.float64).copy()
+    for i, c in enumerate(q):
+        if not (0 <= c[0] <= w and 0 <= c[1] <= h):
+            q[i] = pts[np.argmin(np.hypot(*(pts - c).T))]
+    return q
+
+
+def clip_quads(quads: np.ndarray, w: float, h: float) -> np.ndarray:
+    """clip_quad() over (N, 4, 2) quads, dropping the ones not visible."""
+    kept = [c for c in (clip_quad(q, w, h) for q in np.asarray(quads)) if c is not None]
+    return np.array(kept, np.float64).reshape(-1, 4, 2)
+
+
 def build_targets(quads: np.ndarray, h: int, w: int, sigma_frac: float = 0.15, sigma_min: float = 0.6):
     """Heatmap (1, h/8, w/8), regression (10, h/8, w/8) and mask (1, h/8, w/8) for one crop.
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import augment
 from .data import SUBSETS, add_data_args, load_pv_frames, load_split, split_frames
-from .decode import AP_MIN_SCORE, average_precision, build_targets, decode, match, quad_box
+from .decode import AP_MIN_SCORE, average_precision, build_targets, clip_quads, decode, match, quad_box
 from .nets import Detector, count_macs
 from .preprocess import normalise
 
@@ -47,7 +47,7 @@ class DetStream(torch.utils.data.IterableDataset):
             img = augment.render(rng, raw, g.warp(f.visible), p_raw=0.0, p_vis=1.0)
         else:
             img = augment.render(rng, raw, None, p_raw=0.5, p_vis=0.0)
-        quads = g.points(f.quads)
+        quads = clip_quads(g.points(f.quads), self.crop_w, self.crop_h)
         heat, reg, mask = build_targets(quads, self.crop_h, self.crop_w, sigma_frac=self.sigma_frac)
         return img[None], heat, reg, mask
 

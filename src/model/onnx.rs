@@ -84,7 +84,7 @@ pub fn load(
         }
         ModelSource::Builtin { bytes, .. } => &mut &bytes[..],
     };
-    let onnx = super::onnx_ops::onnx();
+    let onnx = tract_onnx::onnx();
     let proto = onnx.proto_model_for_read(reader).map_err(|e| {
         anyhow::anyhow!("{label} is not a valid ONNX model (protobuf did not parse: {e})")
     })?;
@@ -98,16 +98,6 @@ pub fn load(
             "{label}: expected a model with one input and one output, found {} inputs and {} outputs",
             graph.input.len(),
             graph.output.len()
-        );
-    }
-    let missing = super::onnx_ops::unsupported(&onnx, &graph.node);
-    if !missing.is_empty() {
-        bail!(
-            "{label}: uses ONNX operator(s) {}, which this build of pvtherm does not include \
-             (it loads {}: what pvtherm's models use); rebuild with `--features all-onnx-ops` \
-             to run other models",
-            missing.join(", "),
-            super::onnx_ops::SUPPORTED.join(", ")
         );
     }
     let model = onnx

@@ -33,13 +33,18 @@ def sample_map(img: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
 
 
 class Geometry:
-    """A random similarity transform from frame coordinates to an out_h x out_w crop.
+    """A random affine transform from frame coordinates to an out_h x out_w crop.
 
-    Continuous coordinates (pixel i covers [i, i+1)). dst = c_dst + s * F * R(-theta) (src - c_src).
+    Continuous coordinates (pixel i covers [i, i+1)).
+    dst = c_dst + s * F * R(-theta) * A (src - c_src), where A (shear and aspect, drawn with
+    probability p_affine) turns rectangles into parallelograms: wide-angle lenses (dataset_2)
+    show the modules near the frame edge as strongly slanted quads, which a similarity
+    transform of the few training frames never produces.
     """
 
     def __init__(self, rng: np.random.Generator, in_h: int, in_w: int, out_h: int, out_w: int,
-                 scale=(0.6, 1.5), rot_jitter_deg: float = 12.0, p_jitter: float = 0.4):
+                 scale=(0.6, 1.5), rot_jitter_deg: float = 12.0, p_jitter: float = 0.4,
+                 p_affine: float = 0.0, max_shear: float = 0.35, max_aspect: float = 0.15):
         self.out_h, self.out_w = out_h, out_w
         k = int(rng.integers(4))
         theta = k * math.pi / 2
@@ -47,18 +52,26 @@ class Geometry:
             theta += math.radians(rng.uniform(-rot_jitter_deg, rot_jitter_deg))
         flip = rng.random() < 0.5
         c, s_ = math.cos(theta), math.sin(theta)
-        # Source half-extent of the crop at scale 1, for the rotated crop.
-        hx = 0.5 * (abs(c) * out_w + abs(s_) * out_h)
-        hy = 0.5 * (abs(s_) * out_w + abs(c) * out_h)
+        a = np.eye(2)
+        if p_affine > 0 and rng.random() < p_affine:
+            sh = rng.uniform(-max_shear, max_shear)
+            asp = math.exp(rng.uniform(-max_aspect, max_aspect))
+            shear = np.array([[1.0, sh], [0.0, 1.0]]) if rng.random() < 0.5 else np.array([[1.0, 0.0], [sh, 1.0]])
+            a = np.diag([asp, 1 / asp]) @ shear
+        fm = np.diag([-1.0, 1.0]) if flip else np.eye(2)
+        rot_inv = np.array([[c, s_], [-s_, c]])  # R(-theta)
+        m1 = fm @ rot_inv @ a  # src -> dst linear part at scale 1
+        # Source half-extent of the crop at scale 1: the crop corners mapped back.
+        corners = np.array([[sx * out_w / 2, sy * out_h / 2] for sx in (-1, 1) for sy in (-1, 1)]).T
+        back = np.abs(np.linalg.inv(m1) @ corners)
+        hx, hy = float(back[0].max()), float(back[1].max())
         smin = max(hx * 2 / in_w, hy * 2 / in_h)
         lo, hi = math.log(max(scale[0], smin)), math.log(max(scale[1], smin))
         s = math.exp(rng.uniform(lo, hi))
         ex, ey = hx / s, hy / s
         cx = rng.uniform(ex, in_w - ex) if in_w > 2 * ex else in_w / 2
         cy = rng.uniform(ey, in_h - ey) if in_h > 2 * ey else in_h / 2
-        fm = np.diag([-1.0, 1.0]) if flip else np.eye(2)
-        rot_inv = np.array([[c, s_], [-s_, c]])  # R(-theta)
-        self.m = s * fm @ rot_inv  # src -> dst linear part
+        self.m = s * m1  # src -> dst linear part
         self.c_src = np.array([cx, cy])
         self.c_dst = np.array([out_w / 2, out_h / 2])
         self.m_inv = np.linalg.inv(self.m)

@@ -25,9 +25,10 @@ from .preprocess import normalise
 class DetStream(torch.utils.data.IterableDataset):
     """Endless stream of augmented (image, heat, reg, mask) crops."""
 
-    def __init__(self, frames, crop_h, crop_w, seed, p_ds2, sigma_frac, scale, p_affine=0.0):
+    def __init__(self, frames, crop_h, crop_w, seed, p_ds2, sigma_frac, scale, p_affine=0.0, max_shear=0.35):
         self.frames = frames
         self.p_affine = p_affine
+        self.max_shear = max_shear
         self.crop_h, self.crop_w = crop_h, crop_w
         self.seed = seed
         self.sigma_frac = sigma_frac
@@ -43,7 +44,7 @@ class DetStream(torch.utils.data.IterableDataset):
     def sample(self, rng):
         f = self.frames[rng.choice(len(self.frames), p=self.weights)]
         g = augment.Geometry(rng, f.raw.shape[0], f.raw.shape[1], self.crop_h, self.crop_w, scale=self.scale,
-                              p_affine=self.p_affine)
+                              p_affine=self.p_affine, max_shear=self.max_shear)
         raw = g.warp(f.raw)
         if rng.random() < self.p_vis:
             img = augment.render(rng, raw, g.warp(f.visible), p_raw=0.0, p_vis=1.0)
@@ -135,6 +136,7 @@ def main(argv=None):
     ap.add_argument("--scale-max", type=float, default=1.5)
     ap.add_argument("--p-affine", type=float, default=0.0,
                     help="share of crops with a random shear/aspect change (slanted modules)")
+    ap.add_argument("--max-shear", type=float, default=0.35, help="largest shear factor of --p-affine crops")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between validation runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
@@ -152,7 +154,7 @@ def main(argv=None):
     val = split_frames(frames, split, "val")
     ch, cw = (int(v) for v in args.crop.split("x"))
     stream = DetStream(train, ch, cw, args.seed, args.p_ds2, args.sigma_frac, (args.scale_min, args.scale_max),
-                       args.p_affine)
+                       args.p_affine, args.max_shear)
     loader = torch.utils.data.DataLoader(stream, batch_size=args.batch, num_workers=args.workers,
                                          persistent_workers=args.workers > 0)
     model = Detector(args.width)

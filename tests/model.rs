@@ -210,6 +210,24 @@ fn bad_model_files_give_clear_errors() {
     assert!(stderr.contains("pvtherm-classifier-f32.onnx"), "{stderr}");
     assert!(stderr.contains("shape"), "{stderr}");
 
+    // A valid ONNX model with an operator this build does not carry
+    // (src/model/onnx_ops.rs): named, with what to do about it.
+    let unsupported = fixture("bad/unsupported_op.onnx");
+    let (code, stderr) = pvtherm(&[
+        "detect",
+        "--model",
+        unsupported.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unsupported_op.onnx"), "{stderr}");
+    if cfg!(not(feature = "all-onnx-ops")) {
+        assert!(
+            stderr.contains("Sigmoid") && stderr.contains("--features all-onnx-ops"),
+            "{stderr}"
+        );
+    }
+
     let missing = dir.path().join("missing.onnx");
     let (code, stderr) = pvtherm(&[
         "detect",

@@ -14,6 +14,7 @@
 pub mod classifier;
 pub mod detector;
 pub mod onnx;
+mod onnx_ops;
 pub mod preprocess;
 pub mod types;
 

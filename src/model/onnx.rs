@@ -84,7 +84,7 @@ pub fn load(
         }
         ModelSource::Builtin { bytes, .. } => &mut &bytes[..],
     };
-    let onnx = tract_onnx::onnx();
+    let onnx = super::onnx_ops::onnx();
     let proto = onnx.proto_model_for_read(reader).map_err(|e| {
         anyhow::anyhow!("{label} is not a valid ONNX model (protobuf did not parse: {e})")
     })?;
@@ -98,6 +98,16 @@ pub fn load(
             "{label}: expected a model with one input and one output, found {} inputs and {} outputs",
             graph.input.len(),
             graph.output.len()
+        );
+    }
+    let missing = super::onnx_ops::unsupported(&onnx, &graph.node);
+    if !missing.is_empty() {
+        bail!(
+            "{label}: uses ONNX operator(s) {}, which this build of pvtherm does not include \
+             (it loads {}: what pvtherm's models use); rebuild with `--features all-onnx-ops` \
+             to run other models",
+            missing.join(", "),
+            super::onnx_ops::SUPPORTED.join(", ")
         );
     }
     let model = onnx
@@ -114,13 +124,13 @@ pub fn load(
             }
         }
     }
+    let executor = executor(threads)?;
     let plan = model
         .with_input_fact(0, f32::fact(input_shape).into())
         .and_then(|m| m.into_optimized())
         .and_then(|m| {
             m.into_runnable_with_options(&RunOptions {
-                executor: (threads > 1)
-                    .then(|| tract_linalg::multithread::Executor::multithread(threads)),
+                executor,
                 ..RunOptions::default()
             })
         })
@@ -150,4 +160,25 @@ pub fn load(
         label,
         output_shape,
     })
+}
+
+/// The executor for tract's matrix products: its own pool of `threads` when
+/// more than one is asked for (the `threads` cargo feature), else the calling
+/// thread.
+#[cfg(feature = "threads")]
+fn executor(threads: usize) -> Result<Option<tract_linalg::multithread::Executor>> {
+    Ok((threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)))
+}
+
+/// Without the `threads` cargo feature there is no pool: more than one thread
+/// is a configuration error, said as such rather than silently ignored.
+#[cfg(not(feature = "threads"))]
+fn executor(threads: usize) -> Result<Option<tract_linalg::multithread::Executor>> {
+    if threads > 1 {
+        bail!(
+            "[model] threads = {threads}: this pvtherm was built without the `threads` feature \
+             (one thread only); set threads = 1, or rebuild with `cargo build --release --features threads`"
+        );
+    }
+    Ok(None)
 }

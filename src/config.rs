@@ -185,10 +185,16 @@ impl Config {
                 m.input_height
             );
         }
-        if !(1..=64).contains(&m.threads) {
+        if !(1..=crate::model::MAX_THREADS).contains(&m.threads) {
             bail!(
-                "[model] threads = {}: must be 1 to 64 (1 = the inference thread alone)",
-                m.threads
+                "[model] threads = {}: must be 1 to {} (1 = the inference thread alone{})",
+                m.threads,
+                crate::model::MAX_THREADS,
+                if cfg!(feature = "threads") {
+                    ""
+                } else {
+                    "; this build has no thread pool: rebuild with the `threads` cargo feature for more"
+                }
             );
         }
         for (key, file) in [("detector", &m.detector), ("classifier", &m.classifier)] {
@@ -313,8 +319,14 @@ mod tests {
             format!("{err:#}").contains("[model] threads = 0"),
             "{err:#}"
         );
-        let ok = Config::parse("[model]\nthreads = 2\n", Path::new("t.toml")).unwrap();
-        assert_eq!(ok.model.threads, 2);
+        let two = Config::parse("[model]\nthreads = 2\n", Path::new("t.toml"));
+        if cfg!(feature = "threads") {
+            assert_eq!(two.unwrap().model.threads, 2);
+        } else {
+            // No pool compiled in: check-config says so instead of the start-up failing.
+            let err = format!("{:#}", two.unwrap_err());
+            assert!(err.contains("`threads` cargo feature"), "{err}");
+        }
     }
 
     #[test]

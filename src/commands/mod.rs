@@ -36,7 +36,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub defect_threshold: Option<f32>,
     /// Threads for the detector's matrix products.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=crate::model::MAX_THREADS as i64))]
     pub threads: u16,
 }
 

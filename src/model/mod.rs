@@ -67,6 +67,10 @@ pub struct ModelConfig {
     pub threads: usize,
 }
 
+/// The most threads `[model] threads` / `--threads` may ask for: 1 in a build
+/// without the `threads` cargo feature (no thread pool compiled in).
+pub const MAX_THREADS: usize = if cfg!(feature = "threads") { 64 } else { 1 };
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {

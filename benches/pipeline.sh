@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole-pipeline benchmark (issue 8): pvtherm against the Python reference
+# Whole-pipeline benchmark: pvtherm against the Python reference
 # (benches/reference/pipeline.py: numpy + Pillow + onnxruntime + paho-mqtt),
 # both over the same 100 R-JPEG frames, publishing to the same local mosquitto
 # with QoS 1; then model inference alone in onnxruntime (f32/int8, 1 and 2
@@ -8,18 +8,21 @@
 #
 #   benches/pipeline.sh                 # pipeline table + onnxruntime models
 #   benches/pipeline.sh --criterion     # also `cargo bench --bench model` (tract; a long build)
-#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISIONS="int8 f32" PVTHERM_FPS=0 benches/pipeline.sh   # auto: pace binaries older than 65365c1
+#   RUNS=5 STARTUP_RUNS=3 FRAMES=100 THREADS=1 PRECISIONS="int8 f32" PVTHERM_FPS=0 benches/pipeline.sh   # the defaults
 #   PVTHERM=path/to/pvtherm benches/pipeline.sh
 #
 # Needs: a built pvtherm (target/release/pvtherm, else target/debug/pvtherm with
 # a warning: numbers from a debug build are not the product's), mosquitto, and a
 # Python with numpy, pillow, onnxruntime and paho-mqtt (PYTHON, default
-# /work/venv/bin/python if it exists, else python3). It never builds pvtherm:
-# on a shared box that is a decision for a person (`cargo build --release`).
+# .venv/bin/python in the repository if it exists, else python3), and the
+# pv-thermography data set (DATASET, default ../shared/datasets/pv-thermography
+# beside the repository; without it the 5 fixture frames are cycled). It never
+# builds pvtherm: run `cargo build --release` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-$( [ -x /work/venv/bin/python ] && echo /work/venv/bin/python || echo python3 )}
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+DATASET=${DATASET:-../shared/datasets/pv-thermography}
 if [ -z "${PVTHERM:-}" ]; then
     if [ -x target/release/pvtherm ]; then
         PVTHERM=target/release/pvtherm
@@ -48,7 +51,7 @@ echo "python: $("$PYTHON" -c 'import sys, numpy, PIL, onnxruntime; print(sys.ver
 for precision in ${PRECISIONS:-int8 f32}; do
     echo
     echo "== whole pipeline, ${FRAMES:-100} frames, $precision models on both sides: pvtherm vs Python reference"
-    "$PYTHON" benches/reference/driver.py --pvtherm "$PVTHERM" \
+    "$PYTHON" benches/reference/driver.py --pvtherm "$PVTHERM" --python "$PYTHON" --dataset "$DATASET" \
         --frames "${FRAMES:-100}" --runs "${RUNS:-5}" --startup-runs "${STARTUP_RUNS:-3}" \
         --threads "${THREADS:-1}" --precision "$precision" --pvtherm-fps "${PVTHERM_FPS:-0}" \
         --out "${TMPDIR:-/tmp}/pvtherm-bench/results-$precision.json"

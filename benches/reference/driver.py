@@ -1,7 +1,15 @@
 #!/usr/bin/env python3
-"""Whole-pipeline benchmark driver: pvtherm against the Python reference (issue 8).
+"""Whole-pipeline benchmark driver: pvtherm against the Python reference.
 
-Benchmark-only code. Run through benches/pipeline.sh. What it does:
+Benchmark-only code. Run through benches/pipeline.sh, or directly:
+
+    .venv/bin/python benches/reference/driver.py --pvtherm target/release/pvtherm \
+        [--dataset ../shared/datasets/pv-thermography] [--python .venv/bin/python]
+
+Paths are relative to the repository root: --dataset defaults to
+../shared/datasets/pv-thermography (a folder beside the repository), --python
+(the interpreter that runs the reference) to .venv/bin/python when it exists,
+else the interpreter running this script. What it does:
 
 1. makes a folder of the same N frames for both sides (default 100: the 92
    R-JPEGs of pv-thermography dataset_1 then dataset_2's, as symlinks named
@@ -12,8 +20,8 @@ Benchmark-only code. Run through benches/pipeline.sh. What it does:
    message;
 3. runs, interleaved (A B, B A, A B, ...) so that machine load hits both alike:
    `pvtherm run --config <generated>` (replay source, loop false: it exits after
-   the last frame, everything published; paced by --pvtherm-fps so that its
-   queue of one frame drops nothing) and
+   the last frame, everything published; at --pvtherm-fps 0 a replay waits
+   for the model, so nothing is dropped) and
    `python benches/reference/pipeline.py`, each `--runs` times over N frames and
    `--startup-runs` times over 1 frame (start-up cost);
 4. measures each child with wait4(2) (getrusage of the child: user+system CPU
@@ -42,7 +50,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 REPO = Path(__file__).resolve().parents[2]
-DATASET = Path("/work/shared/datasets/pv-thermography")
+# Defaults, relative to the repository root (see the module docstring).
+DATASET = REPO.parent / "shared" / "datasets" / "pv-thermography"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PREFIX = "bench"
 
 
@@ -191,7 +201,7 @@ def run_one(side: str, args, sub: Subscriber, frames: Path, n: int, tag: str, wo
                        args.models)
         cmd = [str(args.pvtherm), "run", "--config", str(cfg)]
     else:
-        cmd = [sys.executable, str(REPO / "benches/reference/pipeline.py"), "--frames", str(frames),
+        cmd = [str(args.python), str(REPO / "benches/reference/pipeline.py"), "--frames", str(frames),
                "--port", str(args.port), "--device", device, "--prefix", PREFIX, "--models", str(args.models),
                "--precision", args.precision, "--threads", str(args.threads)]
     t0 = time.time()
@@ -302,11 +312,16 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default="int8", choices=["int8", "f32"])
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra_op threads of the reference")
     ap.add_argument("--pvtherm-fps", default="0",
-                    help="replay rate of pvtherm's N-frame runs: 0 = as fast as the model takes them (default; "
-                         "binaries before 65365c1 drop frames then: their queue holds one), a number, or "
-                         "auto = 1000 / (1.6 x the model time of "
-                         "the 1-frame runs + 30 ms), so that no frame is dropped (default)")
-    ap.add_argument("--dataset", type=Path, default=DATASET)
+                    help="replay rate of pvtherm's N-frame runs: 0 = as fast as the model takes them (default: "
+                         "the replay waits for the model, no frame is dropped), a number, or "
+                         "auto = 1000 / (1.6 x the model time of the 1-frame runs + 30 ms)")
+    ap.add_argument("--dataset", type=Path, default=DATASET,
+                    help="the pv-thermography data set (dataset_1/, dataset_2/); default "
+                         "../shared/datasets/pv-thermography beside the repository; without it the "
+                         "5 fixtures of tests/fixtures/pv/images are cycled")
+    ap.add_argument("--python", type=Path, default=VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable),
+                    help="Python with numpy, pillow, onnxruntime and paho-mqtt that runs the reference; "
+                         "default .venv/bin/python in the repository when it exists, else this interpreter")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pvtherm-bench")
     ap.add_argument("--out", type=Path, help="raw results JSON (default WORK/results.json)")
     ap.add_argument("--only", choices=["pvtherm", "reference"], help="run one side only (development)")
@@ -317,8 +332,8 @@ def main(argv=None) -> None:
     source = make_frames(frames, args.frames, args.dataset)
     one = args.work / "frames-1"
     make_frames(one, 1, args.dataset)
-    # A snapshot of models/ for this session: both sides load the same files even
-    # if someone re-exports the models meanwhile.
+    # A snapshot of models/ for this benchmark: both sides load the same files even
+    # if the models are re-exported meanwhile.
     args.models = args.work / "models"
     if args.models.exists():
         shutil.rmtree(args.models)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Model inference alone in onnxruntime, beside `cargo bench --bench model` (tract).
 
-Benchmark-only code (issue 8). Same model files and same input as benches/model.rs:
+Benchmark-only code. Same model files and same input as benches/model.rs:
 tests/fixtures/pv/images/001R.jpg, normalised by `pvtherm_train.preprocess` to the
 640x512 detector input; the classifier runs on the crop of the first module the
 detector finds (same precision); "stack" is detector + one classifier run per
@@ -14,7 +14,7 @@ For every precision (f32, int8) and intra_op_num_threads (1, 2) it prints the
 median and min-max of wall time and of process CPU time per call (CPU > wall
 means several threads, including onnxruntime's spinning workers).
 
-    /work/venv/bin/python benches/reference/ort_models.py [--iters 30] [--json FILE]
+    .venv/bin/python benches/reference/ort_models.py [--iters 30] [--json FILE]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference pipeline: what a user would write instead of pvtherm, in Python.
 
-Benchmark-only code (issue 8). The same per-frame work as `pvtherm run` with a
+Benchmark-only code. The same per-frame work as `pvtherm run` with a
 replay source, written the way a competent Python user would write it with the
 usual libraries (numpy, Pillow, onnxruntime, paho-mqtt):
 
@@ -34,7 +34,7 @@ published, deleted on PUBACK), stats messages, journald logging.
 
 Run (the benchmark driver benches/pipeline.sh does this):
 
-    /work/venv/bin/python benches/reference/pipeline.py --frames DIR --port 1883
+    .venv/bin/python benches/reference/pipeline.py --frames DIR --port 1883
 
 Prints one JSON summary line on stdout when done.
 """

@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from .data import REPO_ROOT, add_data_args, load_ism, load_pv_frames, load_split, split_frames
-from .nets import Classifier, Detector
+from .nets import Classifier, Detector, make_classifier
 from .preprocess import crop_module, normalise
 
 MODELS = REPO_ROOT / "models"
@@ -40,7 +40,7 @@ def load_detector(ckpt: str) -> Detector:
 
 def load_classifier(ckpt: str) -> Classifier:
     ck = torch.load(ckpt, map_location="cpu")
-    m = Classifier(**ck["cfg"])
+    m = make_classifier(ck["cfg"])
     m.load_state_dict(ck["model"])
     return m.eval()
 
@@ -59,11 +59,12 @@ def export_f32(model: torch.nn.Module, kind: str, path: Path, meta: dict[str, st
         torch.onnx.export(model, dummy, str(tmp), opset_version=13, input_names=names[0],
                           output_names=names[1], dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
         m = onnx.load(str(tmp))
+    inline_identities(m)
     ops = sorted({n.op_type for n in m.graph.node})
-    if set(ops) - {"Conv", "Relu"}:
+    if set(ops) - {"Conv", "Relu", "Add"}:
         raise RuntimeError(f"unexpected ops in {kind}: {ops}")
     if equalize:
-        eq = equalize_chain(m)
+        eq = equalize_chain(m) if "Add" not in ops else equalize_pairs(m)
         print("cross-layer equalisation, channel-range spread per conv before -> after:",
               ", ".join(f"{a:.1f}->{b:.1f}" for a, b in eq))
     m.producer_name = "pvtherm_train"
@@ -113,6 +114,75 @@ def equalize_chain(model: onnx.ModelProto, iterations: int = 20) -> list[tuple[f
     for c, w, b in zip(convs, ws, bs):
         inits[c.input[1]].CopyFrom(numpy_helper.from_array(w.astype(np.float32), c.input[1]))
         inits[c.input[2]].CopyFrom(numpy_helper.from_array(b.astype(np.float32), c.input[2]))
+    return list(zip(before, after))
+
+
+def inline_identities(model: onnx.ModelProto) -> None:
+    """Replace Identity nodes on initializers (torch's constant folding shares equal tensors
+    through them) by copies of the initializer, so every Conv owns its weights and bias."""
+    inits = {t.name: t for t in model.graph.initializer}
+    keep = []
+    for n in model.graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[n.input[0]])
+            t.name = n.output[0]
+            model.graph.initializer.append(t)
+        else:
+            keep.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def equalize_pairs(model: onnx.ModelProto, iterations: int = 20) -> list[tuple[float, float]]:
+    """Cross-layer equalisation for graphs with residual adds: only pairs Conv A -> Relu -> Conv B
+    where the Relu's output feeds nothing but B (then scaling A's output channels is invisible
+    to the rest of the graph), e.g. the stem chain and the first conv of each residual branch.
+    Exact in f32, like equalize_chain."""
+    from onnx import numpy_helper
+
+    nodes = list(model.graph.node)
+    inits = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in nodes for o in n.output}
+    pairs = []
+    for b in nodes:
+        if b.op_type != "Conv":
+            continue
+        r = producer.get(b.input[0])
+        if r is None or r.op_type != "Relu" or len(consumers.get(r.output[0], [])) != 1:
+            continue
+        a = producer.get(r.input[0])
+        if a is None or a.op_type != "Conv" or len(consumers.get(a.output[0], [])) != 1:
+            continue
+        pairs.append((a, b))
+    arr = {}
+    for n in nodes:
+        if n.op_type == "Conv":
+            arr[n.input[1]] = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
+            arr[n.input[2]] = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+
+    def spread(w):
+        r = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+        return float(r.max() / max(r.mean(), 1e-12))
+
+    before = [spread(arr[a.input[1]]) for a, _ in pairs]
+    for _ in range(iterations):
+        for a, b in pairs:
+            wa, ba, wb = arr[a.input[1]], arr[a.input[2]], arr[b.input[1]]
+            r1 = np.abs(wa).reshape(wa.shape[0], -1).max(axis=1)
+            r2 = np.abs(wb).transpose(1, 0, 2, 3).reshape(wb.shape[1], -1).max(axis=1)
+            sc = np.sqrt(np.maximum(r1, 1e-12) / np.maximum(r2, 1e-12))
+            sc = np.where((r1 > 1e-12) & (r2 > 1e-12), sc, 1.0)
+            arr[a.input[1]] = wa / sc[:, None, None, None]
+            arr[a.input[2]] = ba / sc
+            arr[b.input[1]] = wb * sc[None, :, None, None]
+    after = [spread(arr[a.input[1]]) for a, _ in pairs]
+    for name, v in arr.items():
+        inits[name].CopyFrom(numpy_helper.from_array(v.astype(np.float32), name))
     return list(zip(before, after))
 
 
@@ -190,6 +260,37 @@ def quantize(f32_path: Path, int8_path: Path, kind: str, calib: list[np.ndarray]
     onnx.save(q, str(int8_path))
 
 
+def classifier_calibration(frames, split, args, n: int = 200, seed: int = 0) -> list[np.ndarray]:
+    """n calibration crops: half module crops (annotated quads, raw) of `frames`, half ISM train crops."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.choice(len(frames), size=n // 2, replace=True):
+        f = frames[i]
+        out.append(crop_module(f.raw, f.quads[rng.integers(len(f.quads))])[None, None])
+    ids, images, _ = load_ism(args.data, args.work)
+    val = set(split["ism"]["val_ids"])
+    tr = [i for i, k in enumerate(ids) if int(k) not in val]
+    for i in rng.choice(tr, size=n - len(out), replace=False):
+        out.append(normalise(images[i])[None, None])
+    return out
+
+
+def export_classifier_files(model: torch.nn.Module, out_dir: Path, meta: dict[str, str], frames, split, args,
+                            n_calib: int = 200) -> tuple[Path, Path]:
+    """f32 + int8 classifier ONNX files (pvtherm-classifier-{f32,int8}.onnx) in out_dir.
+
+    A ResClassifier exports through its export_module (pool + 1x1 folded into one conv)."""
+    model = model.eval()
+    m = model.export_module() if hasattr(model, "export_module") else model
+    out_dir = Path(out_dir)
+    f32 = out_dir / "pvtherm-classifier-f32.onnx"
+    i8 = out_dir / "pvtherm-classifier-int8.onnx"
+    export_f32(m, "classifier", f32, meta)
+    quantize(f32, i8, "classifier", classifier_calibration(frames, split, args, n_calib), meta,
+             keep_first_float=True)
+    return f32, i8
+
+
 def check_ort(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -229,7 +330,8 @@ def main(argv=None):
         x = np.zeros((1, 1, 40, 24), np.float32)
     f32 = out_dir / f"pvtherm-{args.kind}-f32.onnx"
     i8 = out_dir / f"pvtherm-{args.kind}-int8.onnx"
-    export_f32(model, args.kind, f32, meta, equalize=not args.no_equalize)
+    export_f32(model.export_module() if hasattr(model, "export_module") else model, args.kind, f32, meta,
+               equalize=not args.no_equalize)
     calib = calibration_data(args.kind, args, args.calib)
     quantize(f32, i8, args.kind, calib, meta, keep_head_float=not args.quant_head,
              reduce_range=not args.full_range, keep_first_float=(args.kind == "classifier"))

@@ -85,3 +85,62 @@ def count_macs(model: nn.Module, h: int, w: int) -> int:
     for hh in hs:
         hh.remove()
     return macs
+
+
+class ResBlock(nn.Module):
+    """relu(x + bn(conv(relu(bn(conv(x)))))): ONNX Conv, Relu, Conv, Add, Relu after BN folding."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1 = cbr(c, c, 3)
+        self.c2 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        nn.init.zeros_(self.c2[1].weight)  # start as identity (zero-init residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.c2(self.c1(x)))
+
+
+class ResClassifier(nn.Module):
+    """Residual 40x24 crop classifier -> 13 logits as a [1,13,1,1] map.
+
+    stem 3x3 1->w0 (40x24), 3x3/2 w0->w1 (20x12), 3x3/2 w1->w2 (10x6), `blocks` residual
+    blocks (two 3x3 w2->w2 each), 3x3/2 w2->w3 (5x3), global average pool + 1x1 w3->13.
+    At export the pool and the 1x1 fold into one (5,3) conv with a spatially constant kernel
+    (`export_module`), so the ONNX graph holds Conv, Relu and Add only.
+    """
+
+    def __init__(self, w0: int = 16, w1: int = 32, w2: int = 40, w3: int = 80, blocks: int = 1):
+        super().__init__()
+        layers = [cbr(1, w0, 3), cbr(w0, w1, 3, stride=2), cbr(w1, w2, 3, stride=2)]
+        layers += [ResBlock(w2) for _ in range(blocks)]
+        layers += [cbr(w2, w3, 3, stride=2)]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Conv2d(w3, CLS_OUT, 1)
+        self.cfg = {"arch": "res", "w0": w0, "w1": w1, "w2": w2, "w3": w3, "blocks": blocks}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3), keepdim=True))
+
+    def export_module(self, h: int = 40, w: int = 24) -> nn.Module:
+        """Equivalent module for ONNX export: the pool + 1x1 as one (h/8, w/8) conv."""
+        fh, fw = _out_size(h, 3), _out_size(w, 3)
+        head = nn.Conv2d(self.fc.in_channels, CLS_OUT, (fh, fw))
+        with torch.no_grad():
+            head.weight.copy_(self.fc.weight.expand(-1, -1, fh, fw) / (fh * fw))
+            head.bias.copy_(self.fc.bias)
+        return nn.Sequential(self.features, head).eval()
+
+
+def _out_size(n: int, downs: int) -> int:
+    """Spatial size after `downs` stride-2 3x3 convs with padding 1."""
+    for _ in range(downs):
+        n = (n - 1) // 2 + 1
+    return n
+
+
+def make_classifier(cfg: dict) -> nn.Module:
+    """Classifier from a checkpoint's cfg (the plain chain when cfg has no 'arch')."""
+    cfg = dict(cfg)
+    if cfg.pop("arch", "plain") == "res":
+        return ResClassifier(**cfg)
+    return Classifier(**cfg)

@@ -13,7 +13,7 @@ use pvtherm::messages::ModelInfo;
 use pvtherm::model::{detector, preprocess, Classifier, Detector, ModelConfig, Precision};
 use pvtherm::pipeline::MessageBuilder;
 use pvtherm::publish::Identity;
-use pvtherm::render::Renderer;
+use pvtherm::render::{RenderOptions, Renderer};
 
 fn frame() -> pvtherm::frame::Frame {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pv/images/001R.jpg");
@@ -128,7 +128,7 @@ fn bench_scaling(c: &mut Criterion) {
         let modules: Vec<_> = found.iter().cycle().take(n).cloned().collect();
         let mut analyser = Analyser::new(AnalysisConfig::default()).unwrap();
         group.bench_function(format!("analysis_{n}_modules"), |b| {
-            b.iter(|| analyser.analyse(&frame, modules.clone()))
+            b.iter(|| analyser.analyse(&frame, modules.clone(), None))
         });
         let mut builder = MessageBuilder::new(
             Identity::new("pvtherm", "bench").unwrap(),
@@ -139,10 +139,10 @@ fn bench_scaling(c: &mut Criterion) {
                 detector: "built-in".into(),
                 classifier: "built-in".into(),
             },
-            Renderer::new(AnalysisConfig::default().render),
+            Renderer::new(RenderOptions::default()),
         );
         let inspection = Inspection {
-            analysis: analyser.analyse(&frame, modules.clone()),
+            analysis: analyser.analyse(&frame, modules.clone(), None),
             latency_ms: 0.0,
         };
         group.bench_function(format!("messages_{n}_modules"), |b| {
@@ -161,8 +161,8 @@ fn bench_output(c: &mut Criterion) {
     let modules = stack.infer(&frame).unwrap();
     let analysis = Analyser::new(AnalysisConfig::default())
         .unwrap()
-        .analyse(&frame, modules);
-    let mut renderer = Renderer::new(AnalysisConfig::default().render);
+        .analyse(&frame, modules, None);
+    let mut renderer = Renderer::new(RenderOptions::default());
     let overview = renderer.overview(&frame, &analysis);
     group.bench_function("render_overview_640x512", |b| {
         b.iter(|| renderer.overview(&frame, &analysis))

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::AnalysisConfig;
 use crate::model::ModelConfig;
 use crate::publish::{BrokerConfig, MqttConfig, OutboxConfig};
+use crate::render::RenderOptions;
 use crate::source::SourceConfig;
 
 /// The whole configuration.
@@ -30,6 +31,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// What the daemon publishes besides detections, and how often.
     pub output: OutputConfig,
+    /// How snapshots, `detect` overviews and thumbnails are drawn.
+    pub render: RenderOptions,
     /// The MQTT broker to publish to.
     pub mqtt: MqttConfig,
     /// The durable on-disk queue of messages not yet acknowledged.
@@ -38,6 +41,10 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Settings the file writes in an old place, each with the new one: the
+    /// daemon logs them once logging is up, `check-config` prints them.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[device]`: identity on the MQTT bus.
@@ -139,11 +146,33 @@ impl Config {
         // toml's error text carries the line, the column and the offending key.
         let mut config: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config
+            .move_old_render_table()
+            .with_context(|| format!("{}: invalid configuration", path.display()))?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config
             .validate()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
         Ok(config)
+    }
+
+    /// Reads `[analysis.render]`, where files written before `[render]`
+    /// existed keep the picture settings, as `[render]`, with a warning.
+    fn move_old_render_table(&mut self) -> Result<()> {
+        let Some(old) = self.analysis.render.take() else {
+            return Ok(());
+        };
+        if self.render != RenderOptions::default() {
+            bail!("[analysis.render] and [render] are both set: [analysis.render] is the old name of [render]; move its keys into [render]");
+        }
+        self.render = toml::Value::Table(old)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("[analysis.render]: {}", e.to_string().trim_end()))?;
+        self.warnings.push(
+            "[analysis.render] is now [render]: rename the table (read as [render] until then)"
+                .into(),
+        );
+        Ok(())
     }
 
     /// Makes relative file names relative to the config file's folder, so a
@@ -209,6 +238,7 @@ impl Config {
         }
         self.source.validate()?;
         self.analysis.validate().context("[analysis]")?;
+        self.render.validate()?;
         self.mqtt.validate().context("[mqtt]")?;
         if self.pipeline.detect_every_n == 0 {
             bail!("[pipeline] detect_every_n must be at least 1");
@@ -272,6 +302,7 @@ mod tests {
             "source.replay",
             "model",
             "analysis",
+            "render",
             "pipeline",
             "mqtt",
             "outbox",
@@ -290,6 +321,7 @@ mod tests {
         assert_eq!(parsed.device, DeviceConfig::default());
         assert_eq!(parsed.pipeline, PipelineConfig::default());
         assert_eq!(parsed.output, OutputConfig::default());
+        assert_eq!(parsed.render, RenderOptions::default());
         assert_eq!(parsed.model, ModelConfig::default());
         // Every key of every section is documented (uncommented or as `# key =`).
         let defaults = toml::to_string(&Config::default()).unwrap();
@@ -310,6 +342,48 @@ mod tests {
                 "key {key} is not documented in config/pvtherm.toml"
             );
         }
+    }
+
+    #[test]
+    fn old_render_table_is_read_as_render_with_a_warning() {
+        let old = Config::parse(
+            "[analysis.render]\npalette = \"grey\"\nline_width = 3\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(old.render.line_width, 3);
+        assert_eq!(old.render.palette, crate::render::PaletteKind::Grey);
+        assert!(
+            old.warnings.iter().any(|w| w.contains("[render]")),
+            "{:?}",
+            old.warnings
+        );
+        let new = Config::parse(
+            "[render]\npalette = \"grey\"\nline_width = 3\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(new.render, old.render);
+        assert!(new.warnings.is_empty());
+        // Both at once is ambiguous; a bad value in the old table names it.
+        let both = "[render]\nline_width = 3\n[analysis.render]\nline_width = 4\n";
+        let err = format!(
+            "{:#}",
+            Config::parse(both, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("both set"), "{err}");
+        let bad = "[analysis.render]\nline_width = 0\n";
+        let err = format!("{:#}", Config::parse(bad, Path::new("t.toml")).unwrap_err());
+        assert!(err.contains("render.line_width"), "{err}");
+        let typo = "[analysis.render]\nline_widht = 2\n";
+        let err = format!(
+            "{:#}",
+            Config::parse(typo, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("[analysis.render]") && err.contains("line_widht"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,6 +63,17 @@ impl BBox {
 pub struct Quad(pub [Point; 4]);
 
 impl Quad {
+    /// The axis-aligned rectangle from (x0, y0) to (x1, y1), corners in the
+    /// data set's order (top-right first). For tests and synthetic scenes,
+    /// where a module is a plain rectangle.
+    pub fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
+        Quad([
+            Point { x: x1, y: y0 },
+            Point { x: x0, y: y0 },
+            Point { x: x0, y: y1 },
+            Point { x: x1, y: y1 },
+        ])
+    }
     /// The smallest axis-aligned box holding the four corners.
     pub fn bbox(&self) -> BBox {
         let mut b = BBox {
@@ -158,12 +169,7 @@ mod tests {
     use super::*;
 
     fn square(x: f32, y: f32, s: f32) -> Quad {
-        Quad([
-            Point { x: x + s, y },
-            Point { x, y },
-            Point { x, y: y + s },
-            Point { x: x + s, y: y + s },
-        ])
+        Quad::rect(x, y, x + s, y + s)
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis};
 use crate::frame::Frame;
 use crate::messages::ModelInfo;
 use crate::model::{ModelConfig, ModelStack};
+use crate::position::Position;
 
 /// The models and the analysis state, loaded once.
 pub struct Inspector {
@@ -47,12 +48,13 @@ impl Inspector {
         &self.model_info
     }
 
-    /// Runs the models on `frame` and analyses what they found.
-    pub fn inspect(&mut self, frame: &Frame) -> Result<Inspection> {
+    /// Runs the models on `frame` and analyses what they found; `position`
+    /// is where the camera was, when a position source knows it.
+    pub fn inspect(&mut self, frame: &Frame, position: Option<&Position>) -> Result<Inspection> {
         let start = Instant::now();
         let modules = self.stack.infer(frame)?;
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
-        let analysis = self.analyser.analyse(frame, modules);
+        let analysis = self.analyser.analyse(frame, modules, position);
         Ok(Inspection {
             analysis,
             latency_ms,

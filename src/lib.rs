@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod commands;
 pub mod config;
+pub mod crop;
 pub mod eval;
 pub mod flir;
 pub mod frame;
@@ -17,6 +18,7 @@ pub mod inspect;
 pub mod messages;
 pub mod model;
 pub mod pipeline;
+pub mod position;
 pub mod publish;
 pub mod render;
 pub mod service;

@@ -23,6 +23,7 @@ use crate::messages::{
     to_json, CameraMessage, DefectMessage, DetectionsMessage, EventMessage, LatencyStats,
     ModelInfo, ModuleReport, StatsMessage, ThumbnailRef, SCHEMA_VERSION,
 };
+use crate::position::PositionSource;
 use crate::publish::{self, Identity, MessageClass, Outgoing, Publisher};
 use crate::render::{self, Renderer};
 use crate::service::{self, Heartbeat};
@@ -395,6 +396,8 @@ fn source_thread(
 /// Everything the inference thread needs.
 struct Worker {
     inspector: Inspector,
+    /// Where the camera is; read for every frame and handed to the analysis.
+    position: PositionSource,
     builder: MessageBuilder,
     publisher: Publisher,
     queue: Arc<FrameQueue>,
@@ -435,7 +438,8 @@ impl Worker {
 
     fn process(&mut self, frame: &Frame) -> Result<()> {
         frame.validate().map_err(anyhow::Error::msg)?;
-        let inspection = self.inspector.inspect(frame)?;
+        let position = self.position.current();
+        let inspection = self.inspector.inspect(frame, position.as_ref())?;
         let a = &inspection.analysis;
         let defects = a
             .modules
@@ -501,6 +505,8 @@ async fn run_async(
     inspector: Inspector,
     source: Box<dyn FrameSource>,
 ) -> Result<()> {
+    // Its gpsd thread, if any, stops when the worker drops it.
+    let position = PositionSource::from_config(&config.analysis.position)?;
     let _broker = if config.broker.enabled {
         Some(publish::start_broker(&config.broker)?)
     } else {
@@ -535,11 +541,12 @@ async fn run_async(
     };
     let worker = Worker {
         inspector,
+        position,
         builder: MessageBuilder::new(
             identity.clone(),
             config.output.clone(),
             model_info.clone(),
-            Renderer::new(config.analysis.render.clone()),
+            Renderer::new(config.render.clone()),
         ),
         publisher: publisher.clone(),
         queue: queue.clone(),

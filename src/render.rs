@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use image::{imageops, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{DefectEvent, FrameAnalysis, ModuleCrop};
+use crate::analysis::{DefectEvent, FrameAnalysis, TemperatureUnit};
+use crate::crop::{ModuleCrop, MAX_THUMBNAIL_MARGIN};
 use crate::frame::{Frame, Pixels};
 use crate::geometry::Quad;
 
@@ -82,7 +83,9 @@ fn interpolate(points: &[(f32, [u8; 3])], t: f32) -> [u8; 3] {
     std::array::from_fn(|j| (c0[j] as f32 + (c1[j] as f32 - c0[j] as f32) * f).round() as u8)
 }
 
-/// How frames are drawn (`[analysis.render]`).
+/// `[render]`: how the snapshot, `detect` overviews and thumbnails are drawn.
+/// (Files written before this section existed have it as `[analysis.render]`;
+/// [`crate::config::Config`] still reads it there.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RenderOptions {
@@ -125,39 +128,31 @@ impl RenderOptions {
     pub fn validate(&self) -> Result<()> {
         let (lo, hi) = (self.percentile_low, self.percentile_high);
         if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
-            bail!(
-                "analysis.render: need 0 <= percentile_low ({lo}) < percentile_high ({hi}) <= 100"
-            );
+            bail!("render: need 0 <= percentile_low ({lo}) < percentile_high ({hi}) <= 100");
         }
         if let Some([a, b]) = self.range_c {
             if !(a.is_finite() && b.is_finite() && a < b) {
-                bail!("analysis.render.range_c = [{a}, {b}]: need two finite values, min < max");
+                bail!("render.range_c = [{a}, {b}]: need two finite values, min < max");
             }
         }
         if !(1..=16).contains(&self.line_width) {
-            bail!(
-                "analysis.render.line_width must be 1..16 (got {})",
-                self.line_width
-            );
+            bail!("render.line_width must be 1..16 (got {})", self.line_width);
         }
         if !(16..=1024).contains(&self.thumbnail_size) {
             bail!(
-                "analysis.render.thumbnail_size must be 16..1024 (got {})",
+                "render.thumbnail_size must be 16..1024 (got {})",
                 self.thumbnail_size
             );
         }
         if !(0.0..=MAX_THUMBNAIL_MARGIN).contains(&self.thumbnail_margin) {
             bail!(
-                "analysis.render.thumbnail_margin must be 0..0.5 (got {})",
+                "render.thumbnail_margin must be 0..{MAX_THUMBNAIL_MARGIN} (got {})",
                 self.thumbnail_margin
             );
         }
         Ok(())
     }
 }
-
-/// The margin defect events keep around a module (see [`ModuleCrop`]).
-pub const MAX_THUMBNAIL_MARGIN: f32 = 0.5;
 
 /// Draws frames. Keeps the histogram and the value -> colour-index table
 /// between calls, so rendering a stream does not reallocate them.
@@ -179,11 +174,6 @@ impl Renderer {
             hist: Vec::new(),
             index: Vec::new(),
         }
-    }
-
-    /// The options in use.
-    pub fn options(&self) -> &RenderOptions {
-        &self.options
     }
 
     /// The frame in the thermal palette, stretched by percentiles (or by the
@@ -263,7 +253,7 @@ impl Renderer {
             }
             if let Some(dt) = m
                 .delta_t
-                .filter(|_| analysis.unit == crate::analysis::TemperatureUnit::Celsius)
+                .filter(|_| analysis.unit == TemperatureUnit::Celsius)
             {
                 label.push_str(&format!(" {dt:+.0}K"));
             }

@@ -1,12 +1,16 @@
 //! Analysis of the model's output: module temperatures, delta-T against the
 //! healthy neighbours, severity classes, tracking across frames (one event per
-//! physical defect) and geotags.
+//! physical defect) and the camera position on events.
 //!
 //! Thermographers do not act on "defective: true"; they act on how hot,
 //! compared with what, and where. [`Analyser::analyse`] is the one entry point
 //! that the daemon's pipeline and `pvtherm detect` both call, once per frame.
+//!
+//! Pure computation: a frame, its detections and the camera position (read by
+//! the caller from [`crate::position`]) in, numbers and events out. No I/O,
+//! no threads, no pictures: the renderer draws what the analysis found, never
+//! the other way round.
 
-pub mod geotag;
 pub mod severity;
 pub mod temperature;
 pub mod tracking;
@@ -15,12 +19,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::flir::ObjectParams;
-use crate::frame::{Frame, Pixels, Radiometry};
-use crate::geometry::{Point, Quad};
+use crate::frame::{Frame, Radiometry};
 use crate::model::ModuleDetection;
-use crate::render::RenderOptions;
+use crate::position::{Position, PositionConfig};
 
-pub use geotag::{Position, PositionConfig, PositionSource, PositionSourceKind};
 pub use severity::{Severity, SeverityConfig};
 pub use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};
 pub use tracking::{BestSighting, DefectEvent, EventKind, Tracker, TrackingConfig};
@@ -41,10 +43,14 @@ pub struct AnalysisConfig {
     pub severity: SeverityConfig,
     /// Tracking and defect events.
     pub tracking: TrackingConfig,
-    /// Position source for geotags.
+    /// Where the positions on events come from. The caller starts the
+    /// source and passes each frame's position to [`Analyser::analyse`].
     pub position: PositionConfig,
-    /// How the snapshot, `detect` overviews and thumbnails are drawn.
-    pub render: RenderOptions,
+    /// `[analysis.render]` as files written before it became `[render]`:
+    /// kept as a raw table so that analysis does not depend on the renderer;
+    /// [`crate::config::Config`] moves it to its new place with a warning.
+    #[serde(skip_serializing)]
+    pub(crate) render: Option<toml::Table>,
 }
 
 impl Default for AnalysisConfig {
@@ -55,7 +61,7 @@ impl Default for AnalysisConfig {
             severity: SeverityConfig::default(),
             tracking: TrackingConfig::default(),
             position: PositionConfig::default(),
-            render: RenderOptions::default(),
+            render: None,
         }
     }
 }
@@ -67,7 +73,6 @@ impl AnalysisConfig {
         self.severity.validate()?;
         self.tracking.validate()?;
         self.position.validate()?;
-        self.render.validate()?;
         Ok(())
     }
 }
@@ -104,104 +109,27 @@ pub struct FrameAnalysis {
     pub events: Vec<DefectEvent>,
 }
 
-/// The pixels around one module, kept for its thumbnail after the frame is
-/// gone (the best sighting of a defect may be several frames old when the
-/// event is sent).
-#[derive(Debug, Clone)]
-pub struct ModuleCrop {
-    /// The cut-out, with the original radiometry, sequence and capture time.
-    pub frame: Frame,
-    /// The module outline in the cut-out's coordinates.
-    pub quad: Quad,
-}
-
-impl ModuleCrop {
-    /// Cuts the module's box plus `margin` (fraction of the box size on each
-    /// side) out of `frame`. `None` when the box misses the frame or the frame
-    /// is inconsistent.
-    pub fn new(frame: &Frame, quad: &Quad, margin: f32) -> Option<ModuleCrop> {
-        frame.validate().ok()?;
-        let (x0, y0, x1, y1) = crop_rect(quad, margin, frame.width, frame.height)?;
-        let (w, cw) = (frame.width as usize, (x1 - x0) as usize);
-        let rows =
-            (y0 as usize..y1 as usize).map(|y| y * w + x0 as usize..y * w + x0 as usize + cw);
-        let pixels = match &frame.pixels {
-            Pixels::Gray8(p) => Pixels::Gray8(rows.flat_map(|r| p[r].iter().copied()).collect()),
-            Pixels::Gray16(p) => Pixels::Gray16(rows.flat_map(|r| p[r].iter().copied()).collect()),
-        };
-        let (dx, dy) = (x0 as f32, y0 as f32);
-        Some(ModuleCrop {
-            frame: Frame {
-                width: x1 - x0,
-                height: y1 - y0,
-                pixels,
-                radiometry: frame.radiometry.clone(),
-                sequence: frame.sequence,
-                captured_at: frame.captured_at,
-                origin: frame.origin.clone(),
-            },
-            quad: Quad(quad.0.map(|p| Point {
-                x: p.x - dx,
-                y: p.y - dy,
-            })),
-        })
-    }
-}
-
-/// The pixel rectangle `(x0, y0, x1, y1)` (exclusive ends) of the quad's box
-/// grown by `margin` x its size on each side and clipped to a `width` x
-/// `height` frame; `None` when it is empty or the quad is not finite.
-pub fn crop_rect(
-    quad: &Quad,
-    margin: f32,
-    width: u32,
-    height: u32,
-) -> Option<(u32, u32, u32, u32)> {
-    let b = quad.bbox();
-    if ![b.x0, b.y0, b.x1, b.y1, margin]
-        .iter()
-        .all(|v| v.is_finite())
-    {
-        return None;
-    }
-    let (mx, my) = (b.width() * margin.max(0.0), b.height() * margin.max(0.0));
-    let x0 = (b.x0 - mx).floor().clamp(0.0, width as f32) as u32;
-    let y0 = (b.y0 - my).floor().clamp(0.0, height as f32) as u32;
-    let x1 = (b.x1 + mx).ceil().clamp(0.0, width as f32) as u32;
-    let y1 = (b.y1 + my).ceil().clamp(0.0, height as f32) as u32;
-    (x1 > x0 && y1 > y0).then_some((x0, y0, x1, y1))
-}
-
-/// Runs the analysis frame after frame. Holds the tracker, the position
-/// source and reused buffers: one per frame stream (the daemon's pipeline, or
-/// one `detect` run over a survey).
+/// Runs the analysis frame after frame. Holds the tracker and reused
+/// buffers: one per frame stream (the daemon's pipeline, or one `detect` run
+/// over a survey).
 #[derive(Debug)]
 pub struct Analyser {
     config: AnalysisConfig,
     meter: TemperatureMeter,
     tracker: Tracker,
-    position: PositionSource,
     means: Vec<f32>,
 }
 
 impl Analyser {
-    /// Validates the config and starts the position source (the gpsd thread
-    /// connects in the background).
+    /// Validates the config and sets up the tracker.
     pub fn new(config: AnalysisConfig) -> Result<Analyser> {
         config.validate()?;
-        let position = PositionSource::from_config(&config.position)?;
         Ok(Analyser {
             tracker: Tracker::new(config.tracking.clone()),
             config,
             meter: TemperatureMeter::new(),
-            position,
             means: Vec::new(),
         })
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> &AnalysisConfig {
-        &self.config
     }
 
     /// The radiometry used for `frame`: the frame's, with the configured
@@ -215,8 +143,14 @@ impl Analyser {
 
     /// Analyses one frame: temperatures, reference, delta-T and severity of
     /// every module, then tracking and the defect events this frame causes.
-    /// Never fails: what cannot be measured is `None`.
-    pub fn analyse(&mut self, frame: &Frame, detections: Vec<ModuleDetection>) -> FrameAnalysis {
+    /// `position` is where the camera was at capture, when a position source
+    /// knows it; events keep it. Never fails: what cannot be measured is `None`.
+    pub fn analyse(
+        &mut self,
+        frame: &Frame,
+        detections: Vec<ModuleDetection>,
+        position: Option<&Position>,
+    ) -> FrameAnalysis {
         let radiometry = self.effective_radiometry(frame);
         let absolute = radiometry.is_absolute();
         let unit = if absolute {
@@ -253,14 +187,7 @@ impl Analyser {
                     .to_string()
             });
 
-        let position = if modules.iter().any(|m| m.detection.defect.defective) {
-            self.position.current()
-        } else {
-            None
-        };
-        let events = self
-            .tracker
-            .update(frame, &mut modules, unit, position.as_ref());
+        let events = self.tracker.update(frame, &mut modules, unit, position);
         FrameAnalysis {
             modules,
             reference_temp,
@@ -294,18 +221,29 @@ impl Analyser {
     }
 }
 
-/// Median of the values (reorders them); `None` for none. Even counts give
-/// the mean of the two middle values.
-pub fn median(v: &mut [f32]) -> Option<f32> {
-    if v.is_empty() {
+/// Median of the values (reorders them, in linear time); `None` for none.
+///
+/// An even count gives the mean of the two middle values, for both uses: the
+/// frame's reference temperature (two healthy modules at 30 and 32 C have a
+/// reference of 31, not 32, so neither is graded against the hotter one) and
+/// the tracker's global scene shift (taking the upper middle value would bias
+/// the motion estimate towards the larger displacement of a pair).
+pub(crate) fn median(v: &mut [f32]) -> Option<f32> {
+    let n = v.len();
+    if n == 0 {
         return None;
     }
-    v.sort_unstable_by(f32::total_cmp);
-    let n = v.len();
+    let (lower, &mut upper, _) = v.select_nth_unstable_by(n / 2, f32::total_cmp);
     Some(if n % 2 == 1 {
-        v[n / 2]
+        upper
     } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
+        // The lower middle value is the largest of the lower half.
+        let below = lower
+            .iter()
+            .copied()
+            .max_by(f32::total_cmp)
+            .unwrap_or(upper);
+        0.5 * (below + upper)
     })
 }
 

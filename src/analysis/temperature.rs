@@ -302,15 +302,6 @@ mod tests {
         }
     }
 
-    fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
-        Quad([
-            Point { x: x1, y: y0 },
-            Point { x: x0, y: y0 },
-            Point { x: x0, y: y1 },
-            Point { x: x1, y: y1 },
-        ])
-    }
-
     fn set(f: &mut Frame, x: u32, y: u32, v: u16) {
         if let crate::frame::Pixels::Gray16(p) = &mut f.pixels {
             p[(y * f.width + x) as usize] = v;
@@ -326,7 +317,7 @@ mod tests {
             set(&mut f, 2 + (i as u32 % 4), 1 + i as u32 / 4, *v);
         }
         let t = TemperatureMeter::new()
-            .measure(&f, &Radiometry::Relative, &rect(2.0, 1.0, 6.0, 3.0))
+            .measure(&f, &Radiometry::Relative, &Quad::rect(2.0, 1.0, 6.0, 3.0))
             .unwrap();
         assert_eq!(t.pixels, 8);
         assert_eq!((t.min, t.max, t.mean, t.median), (10.0, 80.0, 45.0, 45.0));
@@ -344,7 +335,7 @@ mod tests {
         let mut f = frame16(8, 8, 30315, r.clone()); // 30.0 C
         set(&mut f, 3, 3, 31315); // 40.0 C
         let t = TemperatureMeter::new()
-            .measure(&f, &r, &rect(1.0, 1.0, 6.0, 6.0))
+            .measure(&f, &r, &Quad::rect(1.0, 1.0, 6.0, 6.0))
             .unwrap();
         assert_eq!(t.unit, TemperatureUnit::Celsius);
         assert!((t.max - 40.0).abs() < 1e-3 && (t.min - 30.0).abs() < 1e-3);
@@ -358,10 +349,12 @@ mod tests {
         let f = frame16(8, 8, 1, Radiometry::Relative);
         let mut m = TemperatureMeter::new();
         let r = Radiometry::Relative;
-        assert!(m.measure(&f, &r, &rect(3.0, 3.0, 3.0, 3.0)).is_none()); // empty
-        assert!(m.measure(&f, &r, &rect(20.0, 20.0, 30.0, 30.0)).is_none()); // outside
+        assert!(m.measure(&f, &r, &Quad::rect(3.0, 3.0, 3.0, 3.0)).is_none()); // empty
         assert!(m
-            .measure(&f, &r, &rect(-30.0, -30.0, -20.0, -20.0))
+            .measure(&f, &r, &Quad::rect(20.0, 20.0, 30.0, 30.0))
+            .is_none()); // outside
+        assert!(m
+            .measure(&f, &r, &Quad::rect(-30.0, -30.0, -20.0, -20.0))
             .is_none());
         let nan = Point {
             x: f32::NAN,
@@ -369,11 +362,15 @@ mod tests {
         };
         assert!(m.measure(&f, &r, &Quad([nan; 4])).is_none());
         // Partly outside: clipped.
-        let t = m.measure(&f, &r, &rect(-5.0, -5.0, 2.0, 2.0)).unwrap();
+        let t = m
+            .measure(&f, &r, &Quad::rect(-5.0, -5.0, 2.0, 2.0))
+            .unwrap();
         assert_eq!(t.pixels, 4);
         let mut bad = f.clone();
         bad.width = 100;
-        assert!(m.measure(&bad, &r, &rect(0.0, 0.0, 4.0, 4.0)).is_none());
+        assert!(m
+            .measure(&bad, &r, &Quad::rect(0.0, 0.0, 4.0, 4.0))
+            .is_none());
     }
 
     fn stats_of_samples(samples: &[u16], conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {

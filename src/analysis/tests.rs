@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::geometry::BBox;
+use crate::frame::Pixels;
+use crate::geometry::{Point, Quad};
 use crate::model::DefectAssessment;
+use crate::position::PositionSource;
 
 /// Lepton TLinear: centi-kelvin.
 const LINEAR: Radiometry = Radiometry::Linear {
@@ -16,15 +18,6 @@ const LINEAR: Radiometry = Radiometry::Linear {
 
 fn raw_of(celsius: f32) -> u16 {
     ((celsius + 273.15) * 100.0).round() as u16
-}
-
-fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
-    Quad([
-        Point { x: x1, y: y0 },
-        Point { x: x0, y: y0 },
-        Point { x: x0, y: y1 },
-        Point { x: x1, y: y1 },
-    ])
 }
 
 fn detection(quad: Quad, defective: bool, class: &str) -> ModuleDetection {
@@ -89,7 +82,7 @@ impl Scene {
                     }
                 }
                 if x0 >= 0.0 && y0 >= 0.0 && x0 + MW <= W as f32 && y0 + MH <= H as f32 {
-                    let q = Quad(rect(x0, y0, x0 + MW, y0 + MH).0.map(|p| Point {
+                    let q = Quad(Quad::rect(x0, y0, x0 + MW, y0 + MH).0.map(|p| Point {
                         x: p.x + self.jitter(),
                         y: p.y + self.jitter(),
                     }));
@@ -147,7 +140,7 @@ fn moving_defect_yields_one_event_with_its_track_length() {
         let (frame, dets) = scene.frame(k);
         let cells: Vec<(u32, u32)> = dets.iter().map(|d| d.1).collect();
         visible_frames += cells.contains(&(9, 2)) as u32;
-        let fa = a.analyse(&frame, dets.into_iter().map(|d| d.0).collect());
+        let fa = a.analyse(&frame, dets.into_iter().map(|d| d.0).collect(), None);
         assert_eq!(fa.unit, TemperatureUnit::Celsius);
         for (m, cell) in fa.modules.iter().zip(&cells) {
             let id = m.track_id.expect("every module gets a track id");
@@ -232,7 +225,7 @@ fn single_frame_false_positive_below_min_frames_yields_no_event() {
             dets[5].0.defect.defective = true;
         }
         events.extend(
-            a.analyse(&frame, dets.into_iter().map(|d| d.0).collect())
+            a.analyse(&frame, dets.into_iter().map(|d| d.0).collect(), None)
                 .events,
         );
     }
@@ -253,11 +246,13 @@ fn defect_below_min_frames_confirmed_once_threshold_reached() {
     let mut a = Analyser::new(config(2)).unwrap();
     let (f0, d0) = scene.frame(0);
     assert!(a
-        .analyse(&f0, d0.into_iter().map(|d| d.0).collect())
+        .analyse(&f0, d0.into_iter().map(|d| d.0).collect(), None)
         .events
         .is_empty());
     let (f1, d1) = scene.frame(1);
-    let ev = a.analyse(&f1, d1.into_iter().map(|d| d.0).collect()).events;
+    let ev = a
+        .analyse(&f1, d1.into_iter().map(|d| d.0).collect(), None)
+        .events;
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0].kind, ev[0].frames_seen), (EventKind::New, 2));
     // A static camera: the module stays; finish() ends it.
@@ -281,7 +276,7 @@ fn severity_thresholds_from_config_change_the_class() {
     let hot = dets.iter().position(|d| d.defect.defective).unwrap();
 
     let mut a = Analyser::new(AnalysisConfig::default()).unwrap();
-    let fa = a.analyse(&frame, dets.clone());
+    let fa = a.analyse(&frame, dets.clone(), None);
     // Healthy modules: 30..32 C gradient, mean ~31; reference = their median.
     let r = fa.reference_temp.unwrap();
     assert!((r - 31.0).abs() < 0.1, "reference {r}");
@@ -292,12 +287,14 @@ fn severity_thresholds_from_config_change_the_class() {
 
     let cfg: AnalysisConfig =
         toml::from_str("[severity]\nclass2_delta_t_k = 5.0\nclass3_delta_t_k = 12.0").unwrap();
-    let fa = Analyser::new(cfg).unwrap().analyse(&frame, dets.clone());
+    let fa = Analyser::new(cfg)
+        .unwrap()
+        .analyse(&frame, dets.clone(), None);
     assert_eq!(fa.modules[hot].severity, Some(Severity::SAFETY));
 
     let cfg: AnalysisConfig =
         toml::from_str("[severity]\nclass2_delta_t_k = 15.0\nclass3_delta_t_k = 30.0").unwrap();
-    let fa = Analyser::new(cfg).unwrap().analyse(&frame, dets);
+    let fa = Analyser::new(cfg).unwrap().analyse(&frame, dets, None);
     assert_eq!(fa.modules[hot].severity, Some(Severity::OBSERVE));
 }
 
@@ -317,7 +314,7 @@ fn relative_frames_grade_only_with_a_raw_scale() {
     let hot = dets.iter().position(|d| d.defect.defective).unwrap();
     let fa = Analyser::new(AnalysisConfig::default())
         .unwrap()
-        .analyse(&frame, dets.clone());
+        .analyse(&frame, dets.clone(), None);
     assert_eq!(fa.unit, TemperatureUnit::Relative);
     assert!(fa.note.is_some());
     assert!((fa.modules[hot].delta_t.unwrap() - 1400.0).abs() < 10.0);
@@ -328,7 +325,7 @@ fn relative_frames_grade_only_with_a_raw_scale() {
     );
 
     let cfg: AnalysisConfig = toml::from_str("[severity]\nraw_units_per_k = 100.0").unwrap();
-    let fa = Analyser::new(cfg).unwrap().analyse(&frame, dets);
+    let fa = Analyser::new(cfg).unwrap().analyse(&frame, dets, None);
     assert!(fa.note.is_none());
     assert_eq!(fa.modules[hot].severity, Some(Severity::ANOMALY));
 }
@@ -347,19 +344,19 @@ fn reference_falls_back_to_all_modules_and_odd_input_is_harmless() {
     .frame(0);
     let mut dets: Vec<ModuleDetection> = dets.into_iter().map(|d| d.0).collect();
     // Fewer than min_reference_modules healthy: median of all.
-    let fa = a.analyse(&frame, dets.clone());
+    let fa = a.analyse(&frame, dets.clone(), None);
     // ~31 C; a jittered outline may take in a column of 15 C background.
     let r = fa.reference_temp.unwrap();
     assert!((r - 31.0).abs() < 0.6, "reference {r}");
     // Zero modules, empty and outside quads.
-    assert!(a.analyse(&frame, Vec::new()).modules.is_empty());
-    dets.push(detection(rect(5.0, 5.0, 5.0, 5.0), true, "Cell"));
+    assert!(a.analyse(&frame, Vec::new(), None).modules.is_empty());
+    dets.push(detection(Quad::rect(5.0, 5.0, 5.0, 5.0), true, "Cell"));
     dets.push(detection(
-        rect(-100.0, -100.0, -50.0, -50.0),
+        Quad::rect(-100.0, -100.0, -50.0, -50.0),
         false,
         "No-Anomaly",
     ));
-    let fa = a.analyse(&frame, dets);
+    let fa = a.analyse(&frame, dets, None);
     assert!(fa.modules[2].temperature.is_none() && fa.modules[2].delta_t.is_none());
     assert!(fa.modules[3].temperature.is_none());
     assert!(fa.modules.iter().all(|m| m.track_id.is_some()));
@@ -368,7 +365,8 @@ fn reference_falls_back_to_all_modules_and_odd_input_is_harmless() {
     bad.height = 1000;
     let fa = a.analyse(
         &bad,
-        vec![detection(rect(0.0, 0.0, 10.0, 10.0), true, "Cell")],
+        vec![detection(Quad::rect(0.0, 0.0, 10.0, 10.0), true, "Cell")],
+        None,
     );
     assert!(fa.reference_temp.is_none() && fa.modules[0].temperature.is_none());
 }
@@ -388,7 +386,9 @@ fn tracking_off_reports_each_frame_on_its_own() {
     };
     for k in 0..2 {
         let (f, d) = scene.frame(k);
-        let ev = a.analyse(&f, d.into_iter().map(|d| d.0).collect()).events;
+        let ev = a
+            .analyse(&f, d.into_iter().map(|d| d.0).collect(), None)
+            .events;
         let kinds: Vec<EventKind> = ev.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::New, EventKind::End]);
         assert_eq!(ev[0].frames_seen, 1);
@@ -402,6 +402,7 @@ fn fixed_position_is_attached_to_events() {
         "[tracking]\nmin_frames = 1\n[position]\nsource = \"fixed\"\nlatitude = 47.5\nlongitude = 8.25",
     )
     .unwrap();
+    let position = PositionSource::from_config(&cfg.position).unwrap();
     let mut a = Analyser::new(cfg).unwrap();
     let (f, d) = Scene {
         cols: 3,
@@ -412,7 +413,10 @@ fn fixed_position_is_attached_to_events() {
         seed: 9,
     }
     .frame(0);
-    let ev = a.analyse(&f, d.into_iter().map(|d| d.0).collect()).events;
+    let at = position.current();
+    let ev = a
+        .analyse(&f, d.into_iter().map(|d| d.0).collect(), at.as_ref())
+        .events;
     let p = ev[0].position.as_ref().unwrap();
     assert_eq!((p.latitude, p.longitude), (47.5, 8.25));
 }
@@ -428,34 +432,6 @@ fn config_rejects_unknown_keys_and_bad_values() {
         .contains("analysis.object"));
     let c: AnalysisConfig = toml::from_str("[position]\nsource = \"fixed\"").unwrap();
     assert!(Analyser::new(c).is_err());
-}
-
-#[test]
-fn crop_keeps_the_module_and_its_margin() {
-    let (f, _) = Scene {
-        cols: 1,
-        rows: 1,
-        origin: (40.0, 40.0),
-        step: (0.0, 0.0),
-        hot: None,
-        seed: 0,
-    }
-    .frame(0);
-    let c = ModuleCrop::new(&f, &rect(40.0, 40.0, 80.0, 60.0), 0.25).unwrap();
-    assert_eq!((c.frame.width, c.frame.height), (60, 30));
-    assert_eq!(
-        c.quad.bbox(),
-        BBox {
-            x0: 10.0,
-            y0: 5.0,
-            x1: 50.0,
-            y1: 25.0
-        }
-    );
-    assert!(ModuleCrop::new(&f, &rect(400.0, 40.0, 480.0, 60.0), 0.25).is_none());
-    let edge = ModuleCrop::new(&f, &rect(300.0, 240.0, 340.0, 270.0), 0.25).unwrap();
-    // x 290..320, y 232.5 -> 232..256.
-    assert_eq!((edge.frame.width, edge.frame.height), (30, 24));
 }
 
 #[test]
@@ -489,7 +465,7 @@ fn real_rjpeg_module_temperatures_are_plausible() {
     let n = dets.len();
     let fa = Analyser::new(AnalysisConfig::default())
         .unwrap()
-        .analyse(&frame, dets);
+        .analyse(&frame, dets, None);
     assert_eq!(fa.unit, TemperatureUnit::Celsius);
     let measured: Vec<&ModuleTemperature> = fa
         .modules

@@ -17,12 +17,13 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::geotag::Position;
 use super::severity::Severity;
 use super::temperature::TemperatureUnit;
-use super::{rfc3339, AnalysedModule, ModuleCrop};
+use super::{median, rfc3339, AnalysedModule};
+use crate::crop::{ModuleCrop, MAX_THUMBNAIL_MARGIN};
 use crate::frame::Frame;
 use crate::geometry::{BBox, Point, Quad};
+use crate::position::Position;
 
 /// `[analysis.tracking]`: association and event parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,9 +156,10 @@ pub struct DefectEvent {
     pub severity: Option<Severity>,
     /// Camera position at the best sighting, when a position source is configured.
     pub position: Option<Position>,
-    /// The pixels around the module at the best sighting, for the thumbnail
-    /// ([`crate::render::Renderer::event_thumbnail`]): the module box plus
-    /// [`crate::render::MAX_THUMBNAIL_MARGIN`]. Not serialised.
+    /// The pixels around the module at the best sighting, for the thumbnail:
+    /// the module box plus the widest thumbnail margin
+    /// ([`crate::crop::MAX_THUMBNAIL_MARGIN`]), so any configured margin can
+    /// be cut from it. Not serialised.
     #[serde(skip)]
     pub crop: Option<Arc<ModuleCrop>>,
 }
@@ -271,11 +273,6 @@ impl Tracker {
         self.shift
     }
 
-    /// Number of live tracks.
-    pub fn live_tracks(&self) -> usize {
-        self.tracks.len()
-    }
-
     /// Associates the modules of one frame with the tracks, sets their
     /// `track_id`, and returns the defect events this frame caused.
     /// `unit` is the unit of the modules' `delta_t`; `position` is the
@@ -309,8 +306,8 @@ impl Tracker {
                 self.dy.push((b.y - a.y) / gap);
             }
         }
-        if !self.dx.is_empty() {
-            self.shift = (median_in_place(&mut self.dx), median_in_place(&mut self.dy));
+        if let (Some(dx), Some(dy)) = (median(&mut self.dx), median(&mut self.dy)) {
+            self.shift = (dx, dy);
             // Pass 2: what is left, with the shift just measured.
             if self.shift != prev_shift {
                 self.associate(modules, self.shift);
@@ -445,8 +442,7 @@ fn observe_defect(
         defect_score: det.defect.defect_score,
     };
     let id = track.id;
-    let crop =
-        || ModuleCrop::new(frame, &det.quad, crate::render::MAX_THUMBNAIL_MARGIN).map(Arc::new);
+    let crop = || ModuleCrop::new(frame, &det.quad, MAX_THUMBNAIL_MARGIN).map(Arc::new);
     let d = track.defect.get_or_insert_with(|| DefectState {
         event_id: format!("{:x}-{}", rfc3339::unix_millis(frame.captured_at), id),
         first_seen: frame.captured_at,
@@ -522,14 +518,4 @@ fn max_opt(a: Option<f32>, b: Option<f32>) -> Option<f32> {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// Median of a non-empty slice (reorders it); 0 for an empty one.
-fn median_in_place(v: &mut [f32]) -> f32 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mid = v.len() / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
-    *m
 }

@@ -21,7 +21,7 @@ use crate::inspect::Inspector;
 use crate::model::{ModelConfig, ModelStack, Precision};
 use crate::pipeline::MessageBuilder;
 use crate::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
-use crate::render::Renderer;
+use crate::render::{RenderOptions, Renderer};
 
 /// Arguments of `pvtherm bench`.
 #[derive(clap::Args, Debug)]
@@ -120,17 +120,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             name,
             &format!("whole frame: models + analysis, {} modules", modules.len()),
             n,
-            || inspector.inspect(&frame).map(drop),
+            || inspector.inspect(&frame, None).map(drop),
         )?);
         if let Some(last) = rows.last() {
             frame_ms.push((name, last.median_ms));
         }
-        let inspection = inspector.inspect(&frame)?;
+        let inspection = inspector.inspect(&frame, None)?;
         let mut builder = MessageBuilder::new(
             Identity::new("pvtherm", "bench")?,
             OutputConfig::default(),
             inspector.model_info().clone(),
-            Renderer::new(AnalysisConfig::default().render),
+            Renderer::new(RenderOptions::default()),
         );
         rows.push(timing(
             name,

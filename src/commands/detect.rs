@@ -182,8 +182,10 @@ fn inspect_one(
     out: Option<&Path>,
 ) -> Result<(DetectionsMessage, Vec<DefectEvent>)> {
     let frame = crate::imageio::load_frame(file, sequence)?;
+    // No live position: the box running `detect` is not where the survey
+    // images were taken.
     let inspection = inspector
-        .inspect(&frame)
+        .inspect(&frame, None)
         .with_context(|| format!("{}: inference failed", file.display()))?;
     let stem = file
         .file_stem()

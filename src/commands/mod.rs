@@ -99,6 +99,9 @@ pub fn image_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn check_config(file: &Path) -> Result<()> {
     let config = crate::config::Config::load(file)?;
     println!("{}: OK", file.display());
+    for warning in &config.warnings {
+        println!("{}: warning: {warning}", file.display());
+    }
     println!("{}", config.summary());
     Ok(())
 }

@@ -30,6 +30,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .unwrap_or(log::LevelFilter::Info);
     crate::service::init_logging(level).context("cannot set up logging")?;
     log::info!("configuration {} loaded", args.config.display());
+    for warning in &config.warnings {
+        log::warn!("{}: {warning}", args.config.display());
+    }
     let source = config
         .source
         .open()

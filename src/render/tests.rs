@@ -21,15 +21,6 @@ fn gradient_frame(w: u32, h: u32) -> Frame {
     }
 }
 
-fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
-    Quad([
-        Point { x: x1, y: y0 },
-        Point { x: x0, y: y0 },
-        Point { x: x0, y: y1 },
-        Point { x: x1, y: y1 },
-    ])
-}
-
 fn module(q: Quad, defective: bool) -> AnalysedModule {
     AnalysedModule {
         detection: ModuleDetection {
@@ -65,8 +56,8 @@ fn overview_has_frame_size_and_defect_outlines() {
     let f = gradient_frame(320, 240);
     let analysis = FrameAnalysis {
         modules: vec![
-            module(rect(60.0, 100.0, 100.0, 120.0), false),
-            module(rect(100.0, 100.0, 140.0, 120.0), true),
+            module(Quad::rect(60.0, 100.0, 100.0, 120.0), false),
+            module(Quad::rect(100.0, 100.0, 140.0, 120.0), true),
         ],
         reference_temp: Some(20.0),
         unit: TemperatureUnit::Celsius,
@@ -155,7 +146,7 @@ fn thumbnail_is_a_small_jpeg() {
     let f = gradient_frame(640, 512);
     let mut r = Renderer::new(RenderOptions::default());
     let t = r
-        .module_thumbnail(&f, &rect(300.0, 200.0, 360.0, 230.0))
+        .module_thumbnail(&f, &Quad::rect(300.0, 200.0, 360.0, 230.0))
         .unwrap();
     assert_eq!(t.width(), 112);
     assert!((50..=60).contains(&t.height()), "{}", t.height());
@@ -163,7 +154,7 @@ fn thumbnail_is_a_small_jpeg() {
     assert!(jpeg.len() < 8 * 1024, "{} bytes", jpeg.len());
     assert!(image::load_from_memory(&jpeg).is_ok());
     assert!(r
-        .module_thumbnail(&f, &rect(700.0, 600.0, 720.0, 620.0))
+        .module_thumbnail(&f, &Quad::rect(700.0, 600.0, 720.0, 620.0))
         .is_none());
     let nan = Point {
         x: f32::NAN,

@@ -2,6 +2,10 @@
 //! fix from gpsd (a drone or a vehicle), so defect events carry coordinates
 //! the O&M team can walk to.
 //!
+//! A second source beside the frame source: the daemon reads
+//! [`PositionSource::current`] for each frame and hands it to the analysis,
+//! which only attaches it to events and never talks to gpsd itself.
+//!
 //! gpsd speaks JSON lines over TCP: after `?WATCH={"enable":true,"json":true}`
 //! it streams reports; `TPV` reports carry the fix (`mode` 2 = 2D, 3 = 3D,
 //! `lat`, `lon`, `alt` or `altMSL`, `time`). A background thread keeps the
@@ -29,7 +33,9 @@ pub enum PositionSourceKind {
     Gpsd,
 }
 
-/// `[analysis.position]`: where positions for events come from.
+/// `[analysis.position]`: where positions for events come from. The section
+/// stays under `[analysis]` because it says where the analysis's events are;
+/// the source itself is started by the daemon (see [`PositionSource`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PositionConfig {
@@ -110,7 +116,7 @@ type SharedFix = Arc<Mutex<Option<(Position, Instant)>>>;
 /// A position source built from [`PositionConfig`]. Owns the gpsd thread,
 /// which stops when this value is dropped.
 #[derive(Debug)]
-pub enum PositionSource {
+pub(crate) enum PositionSource {
     /// No position.
     None,
     /// Always this position.
@@ -122,7 +128,7 @@ pub enum PositionSource {
 impl PositionSource {
     /// Builds the source; starts the gpsd thread for `gpsd` (which connects
     /// in the background, so a missing gpsd is not an error at start-up).
-    pub fn from_config(cfg: &PositionConfig) -> Result<PositionSource> {
+    pub(crate) fn from_config(cfg: &PositionConfig) -> Result<PositionSource> {
         cfg.validate()?;
         Ok(match cfg.source {
             PositionSourceKind::None => PositionSource::None,
@@ -142,7 +148,7 @@ impl PositionSource {
     }
 
     /// The current position, if known (and, for gpsd, fresh enough).
-    pub fn current(&self) -> Option<Position> {
+    pub(crate) fn current(&self) -> Option<Position> {
         match self {
             PositionSource::None => None,
             PositionSource::Fixed(p) => Some(p.clone()),
@@ -153,7 +159,7 @@ impl PositionSource {
 
 /// Reads TPV reports from gpsd on a background thread and keeps the latest fix.
 #[derive(Debug)]
-pub struct GpsdClient {
+pub(crate) struct GpsdClient {
     fix: SharedFix,
     stop: Arc<AtomicBool>,
     max_age: Duration,
@@ -162,7 +168,7 @@ pub struct GpsdClient {
 
 impl GpsdClient {
     /// Starts the reader thread for gpsd at `address` (`host:port`).
-    pub fn start(address: &str, max_age: Duration) -> Result<GpsdClient> {
+    fn start(address: &str, max_age: Duration) -> Result<GpsdClient> {
         let address = address.to_string();
         let fix: SharedFix = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +186,7 @@ impl GpsdClient {
     }
 
     /// The latest fix if it is younger than the configured maximum age.
-    pub fn latest(&self) -> Option<Position> {
+    fn latest(&self) -> Option<Position> {
         let guard = self.fix.lock().unwrap_or_else(|e| e.into_inner());
         let (pos, at) = guard.as_ref()?;
         let age = at.elapsed();
@@ -282,7 +288,7 @@ fn gpsd_session(address: &str, fix: &SharedFix, stop: &AtomicBool) -> Result<()>
 /// Parses one gpsd JSON line; `Some` for a TPV report with a 2D or 3D fix
 /// and finite coordinates, `None` for anything else (VERSION, DEVICES, SKY,
 /// TPV without fix, garbage).
-pub fn parse_tpv(line: &str) -> Option<Position> {
+fn parse_tpv(line: &str) -> Option<Position> {
     let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
     if v.get("class")?.as_str()? != "TPV" || v.get("mode")?.as_i64()? < 2 {
         return None;

@@ -87,16 +87,20 @@ fn resampled(frame: &pvtherm::frame::Frame, w: u32, h: u32) -> pvtherm::frame::F
     let mut pixels = Vec::with_capacity((w * h) as usize);
     for y in 0..h {
         for x in 0..w {
-            let (sx, sy) = (x * frame.width / w, y * frame.height / h);
-            pixels.push(frame.pixels.get((sy * frame.width + sx) as usize));
+            let (sx, sy) = (x * frame.width() / w, y * frame.height() / h);
+            pixels.push(frame.pixels().get((sy * frame.width() + sx) as usize));
         }
     }
-    pvtherm::frame::Frame {
-        width: w,
-        height: h,
-        pixels: pvtherm::frame::Pixels::Gray16(pixels),
-        ..frame.clone()
-    }
+    pvtherm::frame::Frame::new(
+        w,
+        h,
+        pvtherm::frame::Pixels::Gray16(pixels),
+        frame.radiometry.clone(),
+        frame.sequence,
+        frame.captured_at,
+        frame.origin.clone(),
+    )
+    .unwrap()
 }
 
 /// How the cost grows with the work: camera resolution (Lepton, TC001, survey)

@@ -27,29 +27,28 @@ pub struct ModuleCrop {
 
 impl ModuleCrop {
     /// Cuts the module's box plus `margin` (fraction of the box size on each
-    /// side) out of `frame`. `None` when the box misses the frame or the frame
-    /// is inconsistent.
+    /// side) out of `frame`. `None` when the box misses the frame.
     pub fn new(frame: &Frame, quad: &Quad, margin: f32) -> Option<ModuleCrop> {
-        frame.validate().ok()?;
-        let (x0, y0, x1, y1) = crop_rect(quad, margin, frame.width, frame.height)?;
-        let (w, cw) = (frame.width as usize, (x1 - x0) as usize);
+        let (x0, y0, x1, y1) = crop_rect(quad, margin, frame.width(), frame.height())?;
+        let (w, cw) = (frame.width() as usize, (x1 - x0) as usize);
         let rows =
             (y0 as usize..y1 as usize).map(|y| y * w + x0 as usize..y * w + x0 as usize + cw);
-        let pixels = match &frame.pixels {
+        let pixels = match frame.pixels() {
             Pixels::Gray8(p) => Pixels::Gray8(rows.flat_map(|r| p[r].iter().copied()).collect()),
             Pixels::Gray16(p) => Pixels::Gray16(rows.flat_map(|r| p[r].iter().copied()).collect()),
         };
         let (dx, dy) = (x0 as f32, y0 as f32);
         Some(ModuleCrop {
-            frame: Frame {
-                width: x1 - x0,
-                height: y1 - y0,
+            frame: Frame::new(
+                x1 - x0,
+                y1 - y0,
                 pixels,
-                radiometry: frame.radiometry.clone(),
-                sequence: frame.sequence,
-                captured_at: frame.captured_at,
-                origin: frame.origin.clone(),
-            },
+                frame.radiometry.clone(),
+                frame.sequence,
+                frame.captured_at,
+                frame.origin.clone(),
+            )
+            .ok()?,
             quad: Quad(quad.0.map(|p| Point {
                 x: p.x - dx,
                 y: p.y - dy,
@@ -82,22 +81,23 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::frame::Radiometry;
     use crate::geometry::BBox;
+    use crate::radiometry::Radiometry;
 
     #[test]
     fn crop_keeps_the_module_and_its_margin() {
-        let f = Frame {
-            width: 320,
-            height: 256,
-            pixels: Pixels::Gray16((0..320 * 256).map(|i| (i % 65_536) as u16).collect()),
-            radiometry: Radiometry::Relative,
-            sequence: 7,
-            captured_at: UNIX_EPOCH,
-            origin: "test".into(),
-        };
+        let f = Frame::new(
+            320,
+            256,
+            Pixels::Gray16((0..320 * 256).map(|i| (i % 65_536) as u16).collect()),
+            Radiometry::Relative,
+            7,
+            UNIX_EPOCH,
+            "test".into(),
+        )
+        .unwrap();
         let c = ModuleCrop::new(&f, &Quad::rect(40.0, 40.0, 80.0, 60.0), 0.25).unwrap();
-        assert_eq!((c.frame.width, c.frame.height), (60, 30));
+        assert_eq!((c.frame.width(), c.frame.height()), (60, 30));
         assert_eq!(
             c.quad.bbox(),
             BBox {
@@ -108,11 +108,11 @@ mod tests {
             }
         );
         // The cut-out holds the frame's pixels: its top-left is (30, 35).
-        assert_eq!(c.frame.pixels.get(0), f.pixels.get(35 * 320 + 30));
+        assert_eq!(c.frame.pixels().get(0), f.pixels().get(35 * 320 + 30));
         assert_eq!(c.frame.sequence, 7);
         assert!(ModuleCrop::new(&f, &Quad::rect(400.0, 40.0, 480.0, 60.0), 0.25).is_none());
         let edge = ModuleCrop::new(&f, &Quad::rect(300.0, 240.0, 340.0, 270.0), 0.25).unwrap();
         // x 290..320, y 232.5 -> 232..256.
-        assert_eq!((edge.frame.width, edge.frame.height), (30, 24));
+        assert_eq!((edge.frame.width(), edge.frame.height()), (30, 24));
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+use crate::radiometry::Radiometry;
+
 /// Pixel data of a single-channel thermal frame, row-major, no padding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pixels {
@@ -36,118 +38,15 @@ impl Pixels {
     }
 }
 
-/// Planck and object parameters of a FLIR radiometric camera, as stored in
-/// the FLIR APP1 CameraInfo record (names follow exiftool).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlanckParams {
-    pub r1: f64,
-    pub r2: f64,
-    pub b: f64,
-    pub f: f64,
-    pub o: f64,
-    /// Object emissivity (0..1].
-    pub emissivity: f64,
-    /// Object distance in metres (0 = no atmospheric correction).
-    pub object_distance: f64,
-    /// Reflected apparent temperature in degrees C.
-    pub reflected_temp_c: f64,
-    /// Atmospheric temperature in degrees C.
-    pub atmospheric_temp_c: f64,
-    /// IR window temperature in degrees C.
-    pub ir_window_temp_c: f64,
-    /// IR window transmission (0..1].
-    pub ir_window_transmission: f64,
-    /// Relative humidity, 0..1.
-    pub relative_humidity: f64,
-    pub alpha1: f64,
-    pub alpha2: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub x: f64,
-}
-
-/// How raw pixel values map to temperature.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Radiometry {
-    /// No absolute temperature: AGC output or uncalibrated counts.
-    /// Analysis then works in relative units.
-    Relative,
-    /// Linear cameras: degrees C = raw * scale + offset
-    /// (Lepton TLinear: 0.01, -273.15; TC001 plane: 1/64, -273.15).
-    Linear { scale: f32, offset: f32 },
-    /// FLIR R-JPEG / FFF raw counts with the Planck constants of the file.
-    Planck(PlanckParams),
-}
-
-impl Radiometry {
-    /// Whether the values convert to absolute temperatures.
-    pub fn is_absolute(&self) -> bool {
-        !matches!(self, Radiometry::Relative)
-    }
-
-    /// Degrees C of one raw pixel value: the one conversion used everywhere.
-    /// `None` for [`Radiometry::Relative`] and for values outside a Planck
-    /// calibration's domain. For whole frames build a [`CelsiusLut`] once.
-    pub fn to_celsius(&self, raw: u16) -> Option<f32> {
-        let t = match self {
-            Radiometry::Relative => return None,
-            Radiometry::Linear { scale, offset } => raw as f32 * scale + offset,
-            Radiometry::Planck(p) => p.raw_to_celsius(raw),
-        };
-        t.is_finite().then_some(t)
-    }
-
-    /// The raw value (not rounded) that reads as `celsius`, e.g. to turn a
-    /// temperature threshold into a raw one. `None` for Relative.
-    pub fn celsius_to_raw(&self, celsius: f32) -> Option<f32> {
-        let raw = match self {
-            Radiometry::Relative => return None,
-            Radiometry::Linear { scale, offset } => (celsius - offset) / scale,
-            Radiometry::Planck(p) => p.celsius_to_raw(celsius),
-        };
-        raw.is_finite().then_some(raw)
-    }
-
-    /// A raw -> degrees C table for all 65,536 values (the Planck formula costs
-    /// a logarithm per pixel; the table one look-up). `None` for Relative.
-    pub fn celsius_lut(&self) -> Option<CelsiusLut> {
-        let table = match self {
-            Radiometry::Relative => return None,
-            Radiometry::Linear { .. } => (0..=u16::MAX)
-                .map(|raw| self.to_celsius(raw).unwrap_or(f32::NAN))
-                .collect(),
-            Radiometry::Planck(p) => p.celsius_table(),
-        };
-        Some(CelsiusLut(table))
-    }
-}
-
-/// Degrees C for every u16 raw value of one [`Radiometry`], built once per
-/// parameter set by [`Radiometry::celsius_lut`]. NaN marks values outside the
-/// calibration's domain.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CelsiusLut(Vec<f32>);
-
-impl CelsiusLut {
-    /// Degrees C of `raw`, `None` outside the calibration's domain.
-    #[inline]
-    pub fn get(&self, raw: u16) -> Option<f32> {
-        let t = self.0[raw as usize];
-        t.is_finite().then_some(t)
-    }
-
-    /// The whole table (index = raw value), NaN outside the domain.
-    pub fn as_slice(&self) -> &[f32] {
-        &self.0
-    }
-}
-
-/// One captured thermal frame.
+/// One captured thermal frame. Built only through [`Frame::new`], so a
+/// `Frame` that exists has a pixel buffer of exactly `width * height` values
+/// and no consumer has to check it again.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    pub width: u32,
-    pub height: u32,
-    pub pixels: Pixels,
+    width: u32,
+    height: u32,
+    pixels: Pixels,
+    /// How the pixel values map to temperature.
     pub radiometry: Radiometry,
     /// Monotonic sequence number assigned by the source (gaps = drops).
     pub sequence: u64,
@@ -157,25 +56,165 @@ pub struct Frame {
     pub origin: String,
 }
 
+/// Why pixels cannot make a [`Frame`]. The messages name the origin, so a bad
+/// file or camera mode can be found from the log line alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Width or height is zero.
+    #[error("{origin}: empty frame ({width}x{height})")]
+    Empty {
+        origin: String,
+        width: u32,
+        height: u32,
+    },
+    /// The buffer holds more or fewer pixels than the size says.
+    #[error("{origin}: frame is {width}x{height} but carries {got} pixels (expected {expected})")]
+    SizeMismatch {
+        origin: String,
+        width: u32,
+        height: u32,
+        got: usize,
+        expected: usize,
+    },
+}
+
 impl Frame {
-    /// Checks that the pixel buffer matches the declared size.
-    pub fn validate(&self) -> Result<(), String> {
-        let expected = self.width as usize * self.height as usize;
-        if self.width == 0 || self.height == 0 {
-            return Err(format!(
-                "{}: empty frame ({}x{})",
-                self.origin, self.width, self.height
-            ));
+    /// A frame of `width` x `height` row-major `pixels`, refused when the
+    /// size is empty or does not match the buffer.
+    pub fn new(
+        width: u32,
+        height: u32,
+        pixels: Pixels,
+        radiometry: Radiometry,
+        sequence: u64,
+        captured_at: SystemTime,
+        origin: String,
+    ) -> Result<Frame, FrameError> {
+        if width == 0 || height == 0 {
+            return Err(FrameError::Empty {
+                origin,
+                width,
+                height,
+            });
         }
-        if self.pixels.len() != expected {
-            return Err(format!(
-                "{}: frame is {}x{} but carries {} pixels (expected {expected})",
-                self.origin,
-                self.width,
-                self.height,
-                self.pixels.len()
-            ));
+        let expected = width as usize * height as usize;
+        if pixels.len() != expected {
+            return Err(FrameError::SizeMismatch {
+                origin,
+                width,
+                height,
+                got: pixels.len(),
+                expected,
+            });
         }
-        Ok(())
+        Ok(Frame {
+            width,
+            height,
+            pixels,
+            radiometry,
+            sequence,
+            captured_at,
+            origin,
+        })
+    }
+
+    /// Width in pixels (> 0).
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels (> 0).
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// The pixels, row-major, exactly `width * height` of them.
+    pub fn pixels(&self) -> &Pixels {
+        &self.pixels
+    }
+}
+
+/// Pixels and radiometry of one decoded image, before a source gives it a
+/// sequence number and an origin: what every decoder returns, from a camera
+/// buffer ([`crate::source::formats`]) or an image file ([`crate::imageio`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels (TC001: the temperature half only).
+    pub height: u32,
+    /// Row-major pixels without padding.
+    pub pixels: Pixels,
+    /// How the pixel values map to temperature.
+    pub radiometry: Radiometry,
+    /// Capture time the data records itself (FLIR files); `None` when the
+    /// source must supply it (camera buffers are timestamped by the driver).
+    pub captured_at: Option<SystemTime>,
+}
+
+impl Decoded {
+    /// Turns the decoded pixels into a pipeline [`Frame`]; `captured_at` is
+    /// used when the data records no capture time of its own.
+    pub fn into_frame(
+        self,
+        sequence: u64,
+        captured_at: SystemTime,
+        origin: String,
+    ) -> Result<Frame, FrameError> {
+        Frame::new(
+            self.width,
+            self.height,
+            self.pixels,
+            self.radiometry,
+            sequence,
+            self.captured_at.unwrap_or(captured_at),
+            origin,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_new_checks_the_size() {
+        let at = SystemTime::UNIX_EPOCH;
+        let f = Frame::new(
+            3,
+            2,
+            Pixels::Gray8(vec![1; 6]),
+            Radiometry::Relative,
+            4,
+            at,
+            "cam".into(),
+        )
+        .unwrap();
+        assert_eq!((f.width(), f.height(), f.pixels().len()), (3, 2, 6));
+        let err = Frame::new(
+            3,
+            3,
+            Pixels::Gray8(vec![1; 6]),
+            Radiometry::Relative,
+            4,
+            at,
+            "cam".into(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cam: frame is 3x3 but carries 6 pixels (expected 9)"
+        );
+        let err = Frame::new(
+            0,
+            3,
+            Pixels::Gray16(vec![]),
+            Radiometry::Relative,
+            4,
+            at,
+            "cam".into(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "cam: empty frame (0x3)");
     }
 }

@@ -7,23 +7,21 @@
 //! - PNG and TIFF, 8 or 16 bit: grey (colour is converted to luma), Relative;
 //! - raw Lepton frames `.y16` / `.y16le` (headerless u16 little-endian): size from
 //!   a `WxH` part of the file name (`x.160x120.y16le`) or from the length
-//!   (160x120, 80x60); TLinear centikelvin frames are Linear{0.01, -273.15},
-//!   AGC (all values <= 255) and raw-count frames are Relative;
+//!   (160x120, 80x60), decoded by the camera's Y16 decoder so a file reads
+//!   as the same frame from the camera would ([`crate::radiometry::Y16Content::classify`]):
+//!   TLinear centi-kelvin frames are Linear{0.01, -273.15}, AGC and raw-count
+//!   frames are Relative;
 //! - tCam `.tjsn` JSON: base64 `radiometric` field, read like a `.y16` frame.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 
 use crate::flir::{self, FlirError};
-use crate::frame::{Frame, Pixels, Radiometry};
-
-/// Lepton TLinear output: centikelvin.
-pub const LEPTON_TLINEAR: Radiometry = Radiometry::Linear {
-    scale: 0.01,
-    offset: -273.15,
-};
+use crate::frame::{Decoded, Frame, Pixels};
+use crate::radiometry::Radiometry;
+use crate::source::formats::{self, RadiometricMode};
 
 /// File name extensions [`load_frame`] understands (lower case).
 pub const EXTENSIONS: &[&str] = &[
@@ -39,6 +37,20 @@ pub fn is_supported(path: &Path) -> bool {
     extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
 }
 
+/// The files of folder `dir` that [`load_frame`] understands, sorted by name
+/// (not recursive; sub-folders and other files are left out). Empty when
+/// there are none: what that means is the caller's to say.
+pub fn image_files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_supported(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The lower-case extension of `path`, if any.
 fn extension(path: &Path) -> Option<String> {
     path.extension()
         .and_then(|e| e.to_str())
@@ -53,32 +65,14 @@ pub fn load_frame(path: &Path, sequence: u64) -> anyhow::Result<Frame> {
         std::fs::read(path).with_context(|| format!("{}: cannot read file", path.display()))?;
     let decoded =
         decode(path, &bytes).with_context(|| format!("{}: cannot load image", path.display()))?;
-    let captured_at = match decoded.captured_at {
-        Some(t) => t,
-        None => std::fs::metadata(path)
+    // The file's own capture time wins; the modification time is looked up
+    // only for files without one.
+    let captured_at = decoded.captured_at.unwrap_or_else(|| {
+        std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .unwrap_or_else(|_| SystemTime::now()),
-    };
-    let frame = Frame {
-        width: decoded.width,
-        height: decoded.height,
-        pixels: decoded.pixels,
-        radiometry: decoded.radiometry,
-        sequence,
-        captured_at,
-        origin: path.display().to_string(),
-    };
-    frame.validate().map_err(anyhow::Error::msg)?;
-    Ok(frame)
-}
-
-/// A decoded image before it becomes a [`Frame`].
-struct Decoded {
-    width: u32,
-    height: u32,
-    pixels: Pixels,
-    radiometry: Radiometry,
-    captured_at: Option<SystemTime>,
+            .unwrap_or_else(|_| SystemTime::now())
+    });
+    Ok(decoded.into_frame(sequence, captured_at, path.display().to_string())?)
 }
 
 /// Dispatches on the content (magic bytes), then on the extension for the
@@ -122,6 +116,7 @@ fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Decoded> {
     }
 }
 
+/// A FLIR image: raw counts with the Planck calibration and time of the file.
 fn from_radiometric(img: flir::RadiometricImage) -> Decoded {
     Decoded {
         width: img.width,
@@ -177,7 +172,7 @@ fn decode_y16(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
         }
         None => size_from_len(bytes.len())?,
     };
-    Ok(lepton_frame(width, height, bytes))
+    lepton_frame(width, height, bytes)
 }
 
 /// `name.160x120.y16le` -> (160, 120): the first `WxH` dot-separated part.
@@ -201,39 +196,15 @@ fn size_from_len(len: usize) -> anyhow::Result<(u32, u32)> {
         })
 }
 
-/// A Lepton u16 LE frame with its radiometry classified from the values.
-fn lepton_frame(width: u32, height: u32, bytes: &[u8]) -> Decoded {
-    let values: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let radiometry = classify_lepton(&values);
-    Decoded {
+/// A packed Lepton u16 LE frame, through the camera's Y16 decoder with the
+/// content judged per frame, so a file and the camera read the same.
+fn lepton_frame(width: u32, height: u32, bytes: &[u8]) -> anyhow::Result<Decoded> {
+    Ok(formats::decode_y16(
         width,
         height,
-        pixels: Pixels::Gray16(values),
-        radiometry,
-        captured_at: None,
-    }
-}
-
-/// Lepton frames carry no flag saying what they hold, so judge by the values:
-/// all <= 255 is AGC output (8-bit rendering in 16-bit words); a median below
-/// 20000 (-73 C in centikelvin) is raw 14-bit counts (no TLinear); otherwise
-/// TLinear centikelvin. A TLinear frame at 0.1 K resolution (decikelvin) is
-/// indistinguishable from raw counts and is read as Relative.
-pub fn classify_lepton(values: &[u16]) -> Radiometry {
-    if values.iter().all(|&v| v <= 255) {
-        return Radiometry::Relative;
-    }
-    let mut sorted = values.to_vec();
-    let mid = sorted.len() / 2;
-    let median = *sorted.select_nth_unstable(mid).1;
-    if median < 20_000 {
-        Radiometry::Relative
-    } else {
-        LEPTON_TLINEAR
-    }
+        bytes,
+        RadiometricMode::Auto,
+    )?)
 }
 
 /// tCam `.tjsn`: `{"metadata": {...}, "radiometric": "<base64 u16 LE>", ...}`.
@@ -247,7 +218,7 @@ fn decode_tjsn(bytes: &[u8]) -> anyhow::Result<Decoded> {
     let raw = decode_base64(&doc.radiometric)
         .context("tCam \"radiometric\" field is not valid base64")?;
     let (w, h) = size_from_len(raw.len()).context("tCam \"radiometric\" field")?;
-    Ok(lepton_frame(w, h, &raw))
+    lepton_frame(w, h, &raw)
 }
 
 /// Standard base64 (RFC 4648, with or without padding; whitespace ignored).
@@ -286,7 +257,7 @@ fn decode_base64(text: &str) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::radiometry::LEPTON_TLINEAR;
 
     fn fixture(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -296,16 +267,16 @@ mod tests {
 
     fn celsius_range(f: &Frame) -> (f32, f32) {
         let lut = f.radiometry.celsius_lut().expect("radiometric");
-        (0..f.pixels.len())
-            .filter_map(|i| lut.get(f.pixels.get(i)))
+        (0..f.pixels().len())
+            .filter_map(|i| lut.get(f.pixels().get(i)))
             .fold((f32::MAX, f32::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)))
     }
 
     #[test]
     fn rjpeg_loads_as_planck_frame() {
         let f = load_frame(&fixture("pv/images/030R.jpg"), 7).unwrap();
-        assert_eq!((f.width, f.height, f.sequence), (640, 512, 7));
-        assert!(matches!(f.pixels, Pixels::Gray16(_)));
+        assert_eq!((f.width(), f.height(), f.sequence), (640, 512, 7));
+        assert!(matches!(f.pixels(), Pixels::Gray16(_)));
         assert!(matches!(f.radiometry, Radiometry::Planck(_)));
         assert!(f.origin.ends_with("030R.jpg"));
         let (lo, hi) = celsius_range(&f);
@@ -315,15 +286,15 @@ mod tests {
     #[test]
     fn plain_jpeg_is_relative_grey() {
         let f = load_frame(&fixture("bad/no_flir_20180630_154039.jpg"), 0).unwrap();
-        assert_eq!((f.width, f.height), (640, 512));
-        assert!(matches!(f.pixels, Pixels::Gray8(_)));
+        assert_eq!((f.width(), f.height()), (640, 512));
+        assert!(matches!(f.pixels(), Pixels::Gray8(_)));
         assert_eq!(f.radiometry, Radiometry::Relative);
     }
 
     #[test]
     fn fff_loads() {
         let f = load_frame(&fixture("fff/frame_000000_le.fff"), 0).unwrap();
-        assert_eq!((f.width, f.height), (320, 240));
+        assert_eq!((f.width(), f.height()), (320, 240));
         let (lo, hi) = celsius_range(&f);
         assert!(lo > 15.0 && hi < 40.0, "{lo}..{hi}");
     }
@@ -331,7 +302,7 @@ mod tests {
     #[test]
     fn lepton_y16_frames() {
         let f = load_frame(&fixture("lepton/agc_off.160x120.y16le"), 0).unwrap();
-        assert_eq!((f.width, f.height), (160, 120));
+        assert_eq!((f.width(), f.height()), (160, 120));
         assert_eq!(f.radiometry, LEPTON_TLINEAR);
         let (lo, hi) = celsius_range(&f);
         assert!(
@@ -358,7 +329,7 @@ mod tests {
         let bytes = std::fs::read(fixture("lepton/fox.160x120.y16le")).unwrap();
         let p = dir.path().join("frame.y16");
         std::fs::write(&p, &bytes).unwrap();
-        assert_eq!(load_frame(&p, 0).unwrap().width, 160);
+        assert_eq!(load_frame(&p, 0).unwrap().width(), 160);
         let p = dir.path().join("frame.80x60.y16");
         std::fs::write(&p, &bytes).unwrap();
         let err = format!("{:#}", load_frame(&p, 0).unwrap_err());
@@ -379,7 +350,7 @@ mod tests {
     fn tjsn_matches_y16() {
         let a = load_frame(&fixture("lepton/agc_off.tjsn"), 0).unwrap();
         let b = load_frame(&fixture("lepton/agc_off.160x120.y16le"), 0).unwrap();
-        assert_eq!(a.pixels, b.pixels);
+        assert_eq!(a.pixels(), b.pixels());
         assert_eq!(a.radiometry, LEPTON_TLINEAR);
     }
 
@@ -387,7 +358,7 @@ mod tests {
     fn png_and_tiff_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let src = load_frame(&fixture("lepton/fox.160x120.y16le"), 0).unwrap();
-        let Pixels::Gray16(v) = &src.pixels else {
+        let Pixels::Gray16(v) = src.pixels() else {
             panic!()
         };
         let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(160, 120, v.clone()).unwrap();
@@ -395,7 +366,7 @@ mod tests {
             let p = dir.path().join(format!("f.{ext}"));
             img.save(&p).unwrap();
             let f = load_frame(&p, 0).unwrap();
-            assert_eq!(f.pixels, src.pixels, "{ext}");
+            assert_eq!(f.pixels(), src.pixels(), "{ext}");
             assert_eq!(f.radiometry, Radiometry::Relative);
         }
         let p = dir.path().join("g.png");
@@ -403,8 +374,8 @@ mod tests {
             .save(&p)
             .unwrap();
         assert_eq!(
-            load_frame(&p, 0).unwrap().pixels,
-            Pixels::Gray8(vec![9; 12])
+            load_frame(&p, 0).unwrap().pixels(),
+            &Pixels::Gray8(vec![9; 12])
         );
     }
 
@@ -427,6 +398,50 @@ mod tests {
         assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
         assert_eq!(decode_base64("YQ==").unwrap(), b"a");
         assert!(decode_base64("a*b").is_err());
+    }
+
+    #[test]
+    fn lepton_files_read_as_the_camera_reads_them() {
+        // The same Lepton frame, once from a file and once as a PureThermal
+        // buffer through the V4L2 decoder, must give the same radiometry and
+        // pixels: TLinear (warm and below-freezing scenes), AGC and raw counts.
+        for (name, expected) in [
+            ("agc_off.160x120.y16le", LEPTON_TLINEAR),
+            ("fox.160x120.y16le", LEPTON_TLINEAR),
+            ("agc_on.160x120.y16le", Radiometry::Relative),
+            ("lepton3_rawcounts_frame0.160x120.y16", Radiometry::Relative),
+        ] {
+            let path = fixture(&format!("lepton/{name}"));
+            let file = load_frame(&path, 0).unwrap();
+            let buffer = std::fs::read(&path).unwrap();
+            let camera = formats::decode(
+                &formats::BufferLayout::packed(formats::PixelFormat::Y16, 160, 120),
+                &buffer,
+                RadiometricMode::Auto,
+            )
+            .unwrap();
+            assert_eq!(file.radiometry, expected, "{name}");
+            assert_eq!(camera.radiometry, file.radiometry, "{name}");
+            assert_eq!(&camera.pixels, file.pixels(), "{name}");
+            assert_eq!((camera.width, camera.height), (file.width(), file.height()));
+        }
+    }
+
+    #[test]
+    fn folder_listing_keeps_supported_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.jpg", "a.y16", "notes.txt", "c.TIFF"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub.jpg")).unwrap();
+        let names: Vec<String> = image_files_in(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.y16", "b.jpg", "c.TIFF"]);
+        let err = image_files_in(&dir.path().join("missing")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
     }
 
     #[test]

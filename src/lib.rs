@@ -20,6 +20,7 @@ pub mod model;
 pub mod pipeline;
 pub mod position;
 pub mod publish;
+pub mod radiometry;
 pub mod render;
 pub mod service;
 pub mod source;

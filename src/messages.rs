@@ -40,8 +40,8 @@ impl FrameInfo {
         Self {
             sequence: frame.sequence,
             captured_at: frame.captured_at,
-            width: frame.width,
-            height: frame.height,
+            width: frame.width(),
+            height: frame.height(),
             origin: frame.origin.clone(),
             radiometric: frame.radiometry.is_absolute(),
         }

@@ -177,16 +177,12 @@ impl Renderer {
     }
 
     /// The frame in the thermal palette, stretched by percentiles (or by the
-    /// fixed temperature range for radiometric frames). An inconsistent frame
-    /// (pixel count not matching the size) gives a black picture of its size.
+    /// fixed temperature range for radiometric frames).
     pub fn thermal(&mut self, frame: &Frame) -> RgbImage {
-        let mut img = RgbImage::new(frame.width, frame.height);
-        if frame.validate().is_err() {
-            return img;
-        }
+        let mut img = RgbImage::new(frame.width(), frame.height());
         let rmin = self.build_index(frame);
         for (i, px) in img.pixels_mut().enumerate() {
-            let raw = frame.pixels.get(i) as usize;
+            let raw = frame.pixels().get(i) as usize;
             *px = self.palette.color(self.index[raw - rmin]);
         }
         img
@@ -194,15 +190,15 @@ impl Renderer {
 
     /// Fills `self.index` for raw values `rmin..=rmax` of the frame; returns `rmin`.
     fn build_index(&mut self, frame: &Frame) -> usize {
-        let bins = match frame.pixels {
+        let bins = match frame.pixels() {
             Pixels::Gray8(_) => 256,
             Pixels::Gray16(_) => 65536,
         };
         self.hist.clear();
         self.hist.resize(bins, 0);
-        let n = frame.pixels.len();
+        let n = frame.pixels().len();
         for i in 0..n {
-            self.hist[frame.pixels.get(i) as usize] += 1;
+            self.hist[frame.pixels().get(i) as usize] += 1;
         }
         let rmin = self.hist.iter().position(|&c| c > 0).unwrap_or(0);
         let rmax = self.hist.iter().rposition(|&c| c > 0).unwrap_or(0);
@@ -240,7 +236,7 @@ impl Renderer {
         {
             draw_quad(&mut img, &m.detection.quad, HEALTHY_COLOR, lw);
         }
-        let scale = if frame.width >= 480 { 2 } else { 1 };
+        let scale = if frame.width() >= 480 { 2 } else { 1 };
         for m in analysis
             .modules
             .iter()

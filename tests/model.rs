@@ -7,9 +7,10 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use pvtherm::eval::{read_annotations, Tally};
-use pvtherm::frame::{Frame, Pixels, Radiometry};
+use pvtherm::frame::{Frame, Pixels};
 use pvtherm::geometry::{Point, Quad};
 use pvtherm::model::{preprocess, ModelConfig, ModelStack, Precision};
+use pvtherm::radiometry::Radiometry;
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,15 +32,16 @@ fn parity_frame() -> Frame {
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    Frame {
-        width: 640,
-        height: 512,
-        pixels: Pixels::Gray16(raw),
-        radiometry: Radiometry::Relative,
-        sequence: 0,
-        captured_at: SystemTime::UNIX_EPOCH,
-        origin: "parity/raw.u16".into(),
-    }
+    Frame::new(
+        640,
+        512,
+        Pixels::Gray16(raw),
+        Radiometry::Relative,
+        0,
+        SystemTime::UNIX_EPOCH,
+        "parity/raw.u16".into(),
+    )
+    .unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -55,7 +57,7 @@ fn preprocessing_matches_the_python_reference() {
     let frame = parity_frame();
     let mut hist = Vec::new();
     assert_eq!(
-        preprocess::integer_limits(&frame.pixels, &mut hist),
+        preprocess::integer_limits(frame.pixels(), &mut hist),
         (3476.0, 4768.0)
     );
     let mut normalised = Vec::new();
@@ -108,7 +110,13 @@ fn detection_quality(precision: Precision) -> pvtherm::eval::EvalReport {
             pvtherm::imageio::load_frame(&fixture(&format!("pv/images/{stem}.jpg")), 0).unwrap();
         let truth = read_annotations(&fixture(&format!("pv/annotations/{stem}.json"))).unwrap();
         let pred = stack.infer(&frame).unwrap();
-        tally.add(&pred, &truth, frame.width as f32, frame.height as f32, 0.0);
+        tally.add(
+            &pred,
+            &truth,
+            frame.width() as f32,
+            frame.height() as f32,
+            0.0,
+        );
     }
     tally.report()
 }

@@ -6,15 +6,20 @@
 
 use std::path::Path;
 
-use pvtherm::frame::{Pixels, Radiometry};
+use pvtherm::frame::Pixels;
 use pvtherm::imageio::load_frame;
+use pvtherm::radiometry::Radiometry;
 
 #[test]
 fn temperatures_match_independent_computation() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let golden = std::fs::read_to_string(fixtures.join("planck_golden.tsv")).unwrap();
     let mut checked = 0;
-    let mut current: Option<(String, pvtherm::frame::Frame, pvtherm::frame::CelsiusLut)> = None;
+    let mut current: Option<(
+        String,
+        pvtherm::frame::Frame,
+        pvtherm::radiometry::CelsiusLut,
+    )> = None;
     for line in golden
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -37,10 +42,10 @@ fn temperatures_match_independent_computation() {
         let (_, frame, lut) = current.as_ref().unwrap();
         let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
         let (raw, celsius): (u16, f32) = (raw.parse().unwrap(), celsius.parse().unwrap());
-        let Pixels::Gray16(px) = &frame.pixels else {
+        let Pixels::Gray16(px) = frame.pixels() else {
             panic!("{name}: not 16-bit")
         };
-        let got_raw = px[y * frame.width as usize + x];
+        let got_raw = px[y * frame.width() as usize + x];
         assert_eq!(got_raw, raw, "{name} ({x},{y}) raw");
         let t_lut = lut.get(got_raw).unwrap();
         let t_one = frame.radiometry.to_celsius(got_raw).unwrap();

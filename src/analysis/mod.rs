@@ -18,10 +18,10 @@ pub mod tracking;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::flir::ObjectParams;
-use crate::frame::{Frame, Radiometry};
+use crate::frame::Frame;
 use crate::model::ModuleDetection;
 use crate::position::{Position, PositionConfig};
+use crate::radiometry::{ObjectParams, Radiometry};
 
 pub use severity::{Severity, SeverityConfig};
 pub use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};

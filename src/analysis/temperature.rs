@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{CelsiusLut, Frame, Radiometry};
+use crate::frame::Frame;
 use crate::geometry::{Point, Quad};
+use crate::radiometry::{CelsiusLut, Radiometry};
 
 /// The unit of every temperature-like number in an analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,10 +138,7 @@ impl TemperatureMeter {
         radiometry: &Radiometry,
         quad: &Quad,
     ) -> Option<ModuleTemperature> {
-        if frame.validate().is_err() {
-            return None;
-        }
-        let (w, h) = (frame.width as usize, frame.height as usize);
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
         let b = quad.bbox();
         if !(b.x0.is_finite() && b.y0.is_finite() && b.x1.is_finite() && b.y1.is_finite()) {
             return None;
@@ -163,7 +161,7 @@ impl TemperatureMeter {
                 if !crossings.inside(x as f32 + 0.5) {
                     continue;
                 }
-                let v = frame.pixels.get(row + x);
+                let v = frame.pixels().get(row + x);
                 samples.push(v);
                 if hottest.is_none_or(|(m, _, _)| v > m) {
                     hottest = Some((v, x, y));
@@ -291,20 +289,32 @@ mod tests {
 
     /// A `w` x `h` relative 16-bit frame filled with `bg`.
     pub(crate) fn frame16(w: u32, h: u32, bg: u16, radiometry: Radiometry) -> Frame {
-        Frame {
-            width: w,
-            height: h,
-            pixels: crate::frame::Pixels::Gray16(vec![bg; (w * h) as usize]),
+        Frame::new(
+            w,
+            h,
+            crate::frame::Pixels::Gray16(vec![bg; (w * h) as usize]),
             radiometry,
-            sequence: 0,
-            captured_at: SystemTime::UNIX_EPOCH,
-            origin: "test".into(),
-        }
+            0,
+            SystemTime::UNIX_EPOCH,
+            "test".into(),
+        )
+        .unwrap()
     }
 
     fn set(f: &mut Frame, x: u32, y: u32, v: u16) {
-        if let crate::frame::Pixels::Gray16(p) = &mut f.pixels {
-            p[(y * f.width + x) as usize] = v;
+        if let crate::frame::Pixels::Gray16(p) = f.pixels() {
+            let mut p = p.clone();
+            p[(y * f.width() + x) as usize] = v;
+            *f = Frame::new(
+                f.width(),
+                f.height(),
+                crate::frame::Pixels::Gray16(p),
+                f.radiometry.clone(),
+                f.sequence,
+                f.captured_at,
+                f.origin.clone(),
+            )
+            .unwrap();
         }
     }
 
@@ -366,11 +376,18 @@ mod tests {
             .measure(&f, &r, &Quad::rect(-5.0, -5.0, 2.0, 2.0))
             .unwrap();
         assert_eq!(t.pixels, 4);
-        let mut bad = f.clone();
-        bad.width = 100;
-        assert!(m
-            .measure(&bad, &r, &Quad::rect(0.0, 0.0, 4.0, 4.0))
-            .is_none());
+        // A buffer that does not match the size never reaches `measure`: no
+        // such frame can be built.
+        let bad = Frame::new(
+            100,
+            f.height(),
+            f.pixels().clone(),
+            r.clone(),
+            0,
+            f.captured_at,
+            "bad".into(),
+        );
+        assert!(bad.is_err());
     }
 
     fn stats_of_samples(samples: &[u16], conv: impl Fn(u16) -> Option<f32>) -> Option<Stats> {

@@ -90,17 +90,16 @@ impl Scene {
                 }
             }
         }
-        let frame = Frame {
-            width: W,
-            height: H,
-            pixels: Pixels::Gray16(px),
-            radiometry: LINEAR,
-            sequence: 1000 + k as u64,
-            captured_at: UNIX_EPOCH
-                + Duration::from_secs(1_700_000_000)
-                + Duration::from_millis(100 * k as u64),
-            origin: "synthetic".into(),
-        };
+        let frame = Frame::new(
+            W,
+            H,
+            Pixels::Gray16(px),
+            LINEAR,
+            1000 + k as u64,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(100 * k as u64),
+            "synthetic".into(),
+        )
+        .unwrap();
         (frame, dets)
     }
 
@@ -196,7 +195,7 @@ fn moving_defect_yields_one_event_with_its_track_length() {
         end.best.sequence
     );
     let crop = end.crop.as_ref().expect("thumbnail pixels kept");
-    assert!(crop.frame.validate().is_ok() && crop.frame.width >= 40 && crop.frame.height >= 20);
+    assert!(crop.frame.width() >= 40 && crop.frame.height() >= 20);
     // JSON payload shape.
     let j = serde_json::to_value(end).unwrap();
     assert_eq!(j["type"], "end");
@@ -360,15 +359,18 @@ fn reference_falls_back_to_all_modules_and_odd_input_is_harmless() {
     assert!(fa.modules[2].temperature.is_none() && fa.modules[2].delta_t.is_none());
     assert!(fa.modules[3].temperature.is_none());
     assert!(fa.modules.iter().all(|m| m.track_id.is_some()));
-    // A frame whose buffer does not match its size: no temperatures, no panic.
-    let mut bad = frame.clone();
-    bad.height = 1000;
-    let fa = a.analyse(
-        &bad,
-        vec![detection(Quad::rect(0.0, 0.0, 10.0, 10.0), true, "Cell")],
-        None,
+    // A frame whose buffer does not match its size never reaches the
+    // analyser: no such frame can be built.
+    let bad = Frame::new(
+        frame.width(),
+        1000,
+        frame.pixels().clone(),
+        frame.radiometry.clone(),
+        frame.sequence,
+        frame.captured_at,
+        frame.origin.clone(),
     );
-    assert!(fa.reference_temp.is_none() && fa.modules[0].temperature.is_none());
+    assert!(bad.is_err());
 }
 
 #[test]

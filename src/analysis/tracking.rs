@@ -349,7 +349,7 @@ impl Tracker {
             }
         }
         // End tracks that were not seen for too long or left the frame.
-        let (w, h) = (frame.width as f32, frame.height as f32);
+        let (w, h) = (frame.width() as f32, frame.height() as f32);
         let (frame_no, shift) = (self.frame_no, self.shift);
         let max_missed = cfg.max_missed_frames as u64;
         self.tracks.retain(|t| {
@@ -426,7 +426,7 @@ fn observe_defect(
 ) -> Option<EventKind> {
     let det = &m.detection;
     let bbox = det.quad.bbox();
-    let centrality = centrality(bbox.center(), frame.width as f32, frame.height as f32);
+    let centrality = centrality(bbox.center(), frame.width() as f32, frame.height() as f32);
     let heat = match m.delta_t {
         Some(d) if d.is_finite() => 1.0 + d.max(0.0) / 10.0,
         _ => 0.5 + det.defect.defect_score.clamp(0.0, 1.0),

@@ -242,8 +242,8 @@ fn print_table(args: &BenchArgs, frame: &crate::frame::Frame, rows: &[StageTimin
     println!(
         "{} ({}x{}), detector on {} thread(s), classifier on 1, {} iterations, load average {}",
         args.image.display(),
-        frame.width,
-        frame.height,
+        frame.width(),
+        frame.height(),
         args.model.threads,
         args.iterations,
         load.split_whitespace()

@@ -239,20 +239,20 @@ fn report_state(state: &SourceState, json: bool) {
 }
 
 fn report_frame(frame: &Frame, spots: &[(u32, u32)], file: Option<&Path>, json: bool) {
-    let (min, max) = min_max(&frame.pixels);
+    let (min, max) = min_max(frame.pixels());
     let time = humantime::format_rfc3339_millis(frame.captured_at).to_string();
     let spot_values: Vec<(u32, u32, Option<u16>)> = spots
         .iter()
         .map(|&(x, y)| {
-            let value = (x < frame.width && y < frame.height).then(|| {
+            let value = (x < frame.width() && y < frame.height()).then(|| {
                 frame
-                    .pixels
-                    .get(y as usize * frame.width as usize + x as usize)
+                    .pixels()
+                    .get(y as usize * frame.width() as usize + x as usize)
             });
             (x, y, value)
         })
         .collect();
-    let bits = match frame.pixels {
+    let bits = match frame.pixels() {
         Pixels::Gray8(_) => 8,
         Pixels::Gray16(_) => 16,
     };
@@ -262,8 +262,8 @@ fn report_frame(frame: &Frame, spots: &[(u32, u32)], file: Option<&Path>, json: 
             .map(|&(x, y, v)| json!({"x": x, "y": y, "value": v, "celsius": v.and_then(|v| frame.radiometry.to_celsius(v))}))
             .collect();
         emit(&json!({
-            "event": "frame", "sequence": frame.sequence, "width": frame.width,
-            "height": frame.height, "bits": bits, "captured_at": time,
+            "event": "frame", "sequence": frame.sequence, "width": frame.width(),
+            "height": frame.height(), "bits": bits, "captured_at": time,
             "min": min, "max": max, "radiometric": frame.radiometry.is_absolute(),
             "min_celsius": frame.radiometry.to_celsius(min),
             "max_celsius": frame.radiometry.to_celsius(max),
@@ -273,7 +273,9 @@ fn report_frame(frame: &Frame, spots: &[(u32, u32)], file: Option<&Path>, json: 
     }
     let mut line = format!(
         "frame {} {}x{} {bits}-bit {time} min {min} max {max}",
-        frame.sequence, frame.width, frame.height
+        frame.sequence,
+        frame.width(),
+        frame.height()
     );
     if let (Some(lo), Some(hi)) = (
         frame.radiometry.to_celsius(min),
@@ -302,13 +304,13 @@ fn min_max(pixels: &Pixels) -> (u16, u16) {
 /// Writes the raw frame and a PGM preview; returns the raw file's path.
 fn save_frame(dir: &Path, frame: &Frame) -> anyhow::Result<PathBuf> {
     let stem = format!("frame-{:06}", frame.sequence);
-    let (raw_name, raw): (String, Vec<u8>) = match &frame.pixels {
+    let (raw_name, raw): (String, Vec<u8>) = match frame.pixels() {
         Pixels::Gray16(v) => (
-            format!("{stem}.{}x{}.y16", frame.width, frame.height),
+            format!("{stem}.{}x{}.y16", frame.width(), frame.height()),
             v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ),
         Pixels::Gray8(v) => (
-            format!("{stem}.{}x{}.gray", frame.width, frame.height),
+            format!("{stem}.{}x{}.gray", frame.width(), frame.height()),
             v.clone(),
         ),
     };
@@ -324,12 +326,12 @@ fn save_frame(dir: &Path, frame: &Frame) -> anyhow::Result<PathBuf> {
 /// An 8-bit binary PGM of the frame, stretched from its min to its max so a
 /// 16-bit thermal frame is visible in any image viewer.
 fn pgm_preview(frame: &Frame) -> Vec<u8> {
-    let (min, max) = min_max(&frame.pixels);
+    let (min, max) = min_max(frame.pixels());
     let range = u32::from(max.saturating_sub(min)).max(1);
-    let mut out = format!("P5\n{} {}\n255\n", frame.width, frame.height).into_bytes();
-    out.extend((0..frame.pixels.len()).map(|i| match &frame.pixels {
+    let mut out = format!("P5\n{} {}\n255\n", frame.width(), frame.height()).into_bytes();
+    out.extend((0..frame.pixels().len()).map(|i| match frame.pixels() {
         Pixels::Gray8(v) => v[i],
-        Pixels::Gray16(_) => (u32::from(frame.pixels.get(i) - min) * 255 / range) as u8,
+        Pixels::Gray16(_) => (u32::from(frame.pixels().get(i) - min) * 255 / range) as u8,
     }));
     out
 }
@@ -337,19 +339,20 @@ fn pgm_preview(frame: &Frame) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Radiometry;
+    use crate::radiometry::Radiometry;
     use std::time::SystemTime;
 
     fn frame(pixels: Pixels, w: u32, h: u32) -> Frame {
-        Frame {
-            width: w,
-            height: h,
+        Frame::new(
+            w,
+            h,
             pixels,
-            radiometry: Radiometry::Relative,
-            sequence: 3,
-            captured_at: SystemTime::UNIX_EPOCH,
-            origin: "test".into(),
-        }
+            Radiometry::Relative,
+            3,
+            SystemTime::UNIX_EPOCH,
+            "test".into(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{image_files_in, ModelArgs};
+use super::ModelArgs;
 use crate::analysis::tracking::DefectEvent;
 use crate::analysis::AnalysisConfig;
+use crate::imageio::image_files_in;
 use crate::inspect::Inspector;
 use crate::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
 use crate::render::{self, Renderer};

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{image_files_in, ModelArgs};
+use super::ModelArgs;
 use crate::eval::{read_annotations, EvalReport, Tally};
+use crate::imageio::image_files_in;
 
 /// Lowest detector score decoded for the AP curve.
 const AP_FLOOR: f32 = 0.05;
@@ -73,7 +74,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .infer(&frame)
                 .with_context(|| format!("inference failed on {}", image.display()))?;
             let latency = start.elapsed().as_secs_f64() * 1e3;
-            let (w, h) = (frame.width as f32, frame.height as f32);
+            let (w, h) = (frame.width() as f32, frame.height() as f32);
             tally.add_at(&pred, &truth, w, h, latency, operating);
         }
     }

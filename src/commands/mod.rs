@@ -10,7 +10,7 @@ pub mod run;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::model::{ModelConfig, ModelStack, Precision};
 
@@ -82,17 +82,6 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
             .map_err(|_| format!("{s:?} is not WIDTHxHEIGHT"))
     };
     Ok((parse(w)?, parse(h)?))
-}
-
-/// The image files pvtherm can read in a folder, sorted by name (non-recursive).
-pub fn image_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && crate::imageio::is_supported(p))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// `pvtherm check-config FILE`: parse and validate, print a summary, start nothing.

@@ -126,7 +126,7 @@ impl Detector {
 
     /// Finds the modules in a frame. Coordinates are frame pixels.
     pub fn detect(&mut self, frame: &Frame) -> Result<Vec<Candidate>> {
-        let (fw, fh) = (frame.width as usize, frame.height as usize);
+        let (fw, fh) = (frame.width() as usize, frame.height() as usize);
         preprocess::normalise_frame(frame, &mut self.hist, &mut self.normalised);
         let input = if (fw, fh) == (self.input_w, self.input_h) {
             &self.normalised

@@ -87,9 +87,9 @@ pub fn stretch(v: f32, lo: f32, hi: f32) -> f32 {
 
 /// Normalises a frame into `out` (row-major, frame size).
 pub fn normalise_frame(frame: &Frame, hist: &mut Vec<u32>, out: &mut Vec<f32>) {
-    let (lo, hi) = integer_limits(&frame.pixels, hist);
+    let (lo, hi) = integer_limits(frame.pixels(), hist);
     out.clear();
-    match &frame.pixels {
+    match frame.pixels() {
         Pixels::Gray8(v) => out.extend(v.iter().map(|&p| stretch(p as f32, lo, hi))),
         Pixels::Gray16(v) => out.extend(v.iter().map(|&p| stretch(p as f32, lo, hi))),
     }
@@ -158,13 +158,13 @@ pub fn canonical_corners(quad: &Quad) -> [Point; 4] {
 /// (pixel centres at integer + 0.5), clamped to the frame.
 #[inline]
 fn sample(frame: &Frame, x: f32, y: f32) -> f32 {
-    let (w, h) = (frame.width as usize, frame.height as usize);
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
     let x = (x - 0.5).clamp(0.0, (w - 1) as f32);
     let y = (y - 0.5).clamp(0.0, (h - 1) as f32);
     let (x0, y0) = (x.floor() as usize, y.floor() as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let p = |xx: usize, yy: usize| frame.pixels.get(yy * w + xx) as f32;
+    let p = |xx: usize, yy: usize| frame.pixels().get(yy * w + xx) as f32;
     let top = p(x0, y0) + (p(x1, y0) - p(x0, y0)) * fx;
     let bottom = p(x0, y1) + (p(x1, y1) - p(x0, y1)) * fx;
     top + (bottom - top) * fy
@@ -200,7 +200,7 @@ pub fn module_crop(frame: &Frame, quad: &Quad, scratch: &mut Vec<f32>, out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Radiometry;
+    use crate::radiometry::Radiometry;
     use std::time::SystemTime;
 
     fn frame16(w: u32, h: u32, f: impl Fn(u32, u32) -> u16) -> Frame {
@@ -208,27 +208,28 @@ mod tests {
             .flat_map(|y| (0..w).map(move |x| (x, y)))
             .map(|(x, y)| f(x, y))
             .collect();
-        Frame {
-            width: w,
-            height: h,
-            pixels: Pixels::Gray16(pixels),
-            radiometry: Radiometry::Relative,
-            sequence: 0,
-            captured_at: SystemTime::UNIX_EPOCH,
-            origin: "test".into(),
-        }
+        Frame::new(
+            w,
+            h,
+            Pixels::Gray16(pixels),
+            Radiometry::Relative,
+            0,
+            SystemTime::UNIX_EPOCH,
+            "test".into(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn histogram_and_sort_limits_agree() {
         let f = frame16(37, 23, |x, y| ((x * 7919 + y * 104729) % 5000) as u16);
         let mut hist = Vec::new();
-        let floats: Vec<f32> = match &f.pixels {
+        let floats: Vec<f32> = match f.pixels() {
             Pixels::Gray16(v) => v.iter().map(|&p| p as f32).collect(),
             _ => unreachable!(),
         };
         assert_eq!(
-            integer_limits(&f.pixels, &mut hist),
+            integer_limits(f.pixels(), &mut hist),
             float_limits(&floats, &mut Vec::new())
         );
     }

@@ -2,23 +2,24 @@ use std::time::UNIX_EPOCH;
 
 use super::*;
 use crate::analysis::{AnalysedModule, TemperatureUnit};
-use crate::frame::Radiometry;
 use crate::geometry::Point;
 use crate::model::{DefectAssessment, ModuleDetection};
+use crate::radiometry::Radiometry;
 
 fn gradient_frame(w: u32, h: u32) -> Frame {
-    Frame {
-        width: w,
-        height: h,
-        pixels: Pixels::Gray16((0..w * h).map(|i| 29_000 + (i % w) as u16 * 10).collect()),
-        radiometry: Radiometry::Linear {
+    Frame::new(
+        w,
+        h,
+        Pixels::Gray16((0..w * h).map(|i| 29_000 + (i % w) as u16 * 10).collect()),
+        Radiometry::Linear {
             scale: 0.01,
             offset: -273.15,
         },
-        sequence: 3,
-        captured_at: UNIX_EPOCH,
-        origin: "test".into(),
-    }
+        3,
+        UNIX_EPOCH,
+        "test".into(),
+    )
+    .unwrap()
 }
 
 fn module(q: Quad, defective: bool) -> AnalysedModule {
@@ -114,12 +115,30 @@ fn stretch_uses_percentiles_or_fixed_range() {
         (40..=46).contains(&a) && (105..=111).contains(&b),
         "{a} {b}"
     );
-    // Constant and 8-bit frames, and an inconsistent frame: no panic.
-    let mut c = gradient_frame(10, 10);
-    c.pixels = Pixels::Gray8(vec![7; 100]);
+    // Constant and 8-bit frames: no panic. An inconsistent frame cannot be
+    // built, so it never reaches the renderer.
+    let g = gradient_frame(10, 10);
+    let c = Frame::new(
+        10,
+        10,
+        Pixels::Gray8(vec![7; 100]),
+        g.radiometry.clone(),
+        g.sequence,
+        g.captured_at,
+        g.origin.clone(),
+    )
+    .unwrap();
     assert_eq!(r.thermal(&c).dimensions(), (10, 10));
-    c.height = 11;
-    assert_eq!(r.thermal(&c).dimensions(), (10, 11));
+    assert!(Frame::new(
+        10,
+        11,
+        Pixels::Gray8(vec![7; 100]),
+        g.radiometry,
+        g.sequence,
+        g.captured_at,
+        g.origin,
+    )
+    .is_err());
 }
 
 #[test]

@@ -14,35 +14,11 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{Frame, Pixels, Radiometry};
-
-/// Kelvin to degrees Celsius offset shared by the linear radiometric formats.
-const KELVIN_OFFSET_C: f32 = -273.15;
-
-/// Lepton TLinear: centi-kelvin per count.
-pub const Y16_RADIOMETRY: Radiometry = Radiometry::Linear {
-    scale: 0.01,
-    offset: KELVIN_OFFSET_C,
-};
-
-/// TC001 / InfiRay temperature plane: 1/64 kelvin per count.
-pub const TC001_RADIOMETRY: Radiometry = Radiometry::Linear {
-    scale: 1.0 / 64.0,
-    offset: KELVIN_OFFSET_C,
-};
-
-/// Lowest centi-kelvin value treated as a plausible scene temperature by the
-/// `auto` radiometric check (-70 degrees C; raw Lepton counts are ~3000, which
-/// would read as -243 degrees C).
-const Y16_PLAUSIBLE_MIN_CK: u16 = 20_315;
-
-/// Share of pixels allowed below [`Y16_PLAUSIBLE_MIN_CK`] (dead pixels, a cold
-/// sky corner) before a frame is judged not to be centi-kelvin.
-const Y16_IMPLAUSIBLE_SHARE: f64 = 0.01;
+use crate::frame::{Decoded, Pixels};
+use crate::radiometry::{Radiometry, Y16Content, LEPTON_TLINEAR, TC001_LINEAR};
 
 /// A pixel layout pvtherm can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -152,8 +128,9 @@ impl FromStr for PixelFormat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RadiometricMode {
-    /// Decide per frame: AGC (all values <= 255) and raw counts (values far
-    /// below any real temperature) are relative, anything else is centi-kelvin.
+    /// Decide per frame with [`Y16Content::classify`], the rule image files
+    /// follow too: AGC output and raw counts are relative, centi-kelvin of a
+    /// real scene is absolute.
     #[default]
     Auto,
     /// Always centi-kelvin (camera known to run with TLinear on).
@@ -173,32 +150,6 @@ impl FromStr for RadiometricMode {
             other => Err(format!(
                 "unknown radiometric mode {other:?}: use auto, yes or no"
             )),
-        }
-    }
-}
-
-/// What a Y16 frame's values look like (the `auto` plausibility check).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Y16Content {
-    /// Centi-kelvin in a plausible scene range (TLinear on).
-    CentiKelvin,
-    /// All values <= 255: the camera's AGC output, no temperature.
-    Agc,
-    /// Values far below any real temperature: raw sensor counts (TLinear off).
-    RawCounts,
-}
-
-impl Y16Content {
-    /// Classifies Y16 values: see [`RadiometricMode::Auto`].
-    pub fn classify(values: &[u16]) -> Y16Content {
-        if values.iter().all(|&v| v <= 255) {
-            return Y16Content::Agc;
-        }
-        let implausible = values.iter().filter(|&&v| v < Y16_PLAUSIBLE_MIN_CK).count();
-        if implausible as f64 > values.len() as f64 * Y16_IMPLAUSIBLE_SHARE {
-            Y16Content::RawCounts
-        } else {
-            Y16Content::CentiKelvin
         }
     }
 }
@@ -310,34 +261,6 @@ pub enum DecodeError {
     Tc001OddHeight { height: u32 },
 }
 
-/// A decoded frame, before the source adds sequence number, time and origin.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
-    /// Output width in pixels.
-    pub width: u32,
-    /// Output height in pixels (TC001: the temperature half only).
-    pub height: u32,
-    /// Row-major pixels without padding.
-    pub pixels: Pixels,
-    /// How the pixel values map to temperature.
-    pub radiometry: Radiometry,
-}
-
-impl Decoded {
-    /// Turns the decoded pixels into a pipeline [`Frame`].
-    pub fn into_frame(self, sequence: u64, captured_at: SystemTime, origin: String) -> Frame {
-        Frame {
-            width: self.width,
-            height: self.height,
-            pixels: self.pixels,
-            radiometry: self.radiometry,
-            sequence,
-            captured_at,
-            origin,
-        }
-    }
-}
-
 /// Decodes one buffer laid out as `layout`. `radiometric` only matters for
 /// Y16 (TC001 is always absolute; GREY and YUYV never are). Extra bytes after
 /// the frame are ignored (mmap buffers are page-rounded); a short buffer is an
@@ -377,7 +300,7 @@ pub fn decode(
         }
         PixelFormat::Tc001 => (
             Pixels::Gray16(collect_rows(layout, data, height as usize, le_u16_row)),
-            TC001_RADIOMETRY,
+            TC001_LINEAR,
         ),
     };
     Ok(Decoded {
@@ -385,6 +308,7 @@ pub fn decode(
         height,
         pixels,
         radiometry,
+        captured_at: None,
     })
 }
 
@@ -405,15 +329,10 @@ pub fn decode_y16(
 
 /// The radiometry of Y16 values under the configured mode.
 pub fn y16_radiometry(values: &[u16], mode: RadiometricMode) -> Radiometry {
-    let absolute = match mode {
-        RadiometricMode::Yes => true,
-        RadiometricMode::No => false,
-        RadiometricMode::Auto => Y16Content::classify(values) == Y16Content::CentiKelvin,
-    };
-    if absolute {
-        Y16_RADIOMETRY
-    } else {
-        Radiometry::Relative
+    match mode {
+        RadiometricMode::Yes => LEPTON_TLINEAR,
+        RadiometricMode::No => Radiometry::Relative,
+        RadiometricMode::Auto => Y16Content::classify(values).radiometry(),
     }
 }
 
@@ -446,6 +365,7 @@ fn le_u16_row(row: &[u8]) -> Vec<u16> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+    use std::time::SystemTime;
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -480,7 +400,7 @@ mod tests {
         let data = fixture("agc_off.160x120.y16le");
         let d = decode_y16(160, 120, &data, RadiometricMode::Auto).unwrap();
         assert_eq!((d.width, d.height), (160, 120));
-        assert_eq!(d.radiometry, Y16_RADIOMETRY);
+        assert_eq!(d.radiometry, LEPTON_TLINEAR);
         let v = gray16(&d);
         assert_eq!(v.len(), 160 * 120);
         let (min, max) = (*v.iter().min().unwrap(), *v.iter().max().unwrap());
@@ -517,7 +437,7 @@ mod tests {
         assert_eq!(d.radiometry, Radiometry::Relative);
         // The operator may still force it (then it is their call).
         let forced = decode_y16(160, 120, &data, RadiometricMode::Yes).unwrap();
-        assert_eq!(forced.radiometry, Y16_RADIOMETRY);
+        assert_eq!(forced.radiometry, LEPTON_TLINEAR);
     }
 
     #[test]
@@ -650,7 +570,7 @@ mod tests {
         let layout = BufferLayout::packed(PixelFormat::Tc001, 256, 384);
         let d = decode(&layout, &data, RadiometricMode::No).unwrap();
         assert_eq!((d.width, d.height), (256, 192));
-        assert_eq!(d.radiometry, TC001_RADIOMETRY);
+        assert_eq!(d.radiometry, TC001_LINEAR);
         let v = gray16(&d);
         assert_eq!(v.len(), 256 * 192);
         assert!((celsius(&d.radiometry, v[0]) - 25.0).abs() < 1.0 / 64.0);
@@ -801,7 +721,7 @@ mod tests {
         )
         .unwrap();
         let f = d.into_frame(7, SystemTime::UNIX_EPOCH, "test".into());
-        assert!(f.validate().is_ok());
-        assert_eq!(f.sequence, 7);
+        assert!(f.is_ok());
+        assert_eq!(f.unwrap().sequence, 7);
     }
 }

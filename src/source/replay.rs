@@ -122,19 +122,15 @@ impl ReplaySource {
     }
 }
 
-/// The supported files of a folder sorted by name, or the file itself.
+/// The supported files of a folder sorted by name, or the file itself; an
+/// error when there is nothing to play.
 fn list_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("replay path {}: cannot access", path.display()))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("replay folder {}: cannot list", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && imageio::is_supported(p))
-        .collect();
-    files.sort();
+    let files = imageio::image_files_in(path)?;
     if files.is_empty() {
         bail!(
             "replay folder {} has no supported image files ({})",

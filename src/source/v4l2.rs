@@ -569,11 +569,12 @@ impl V4l2Source {
             .capture_time(meta.timestamp.into(), SystemTime::now());
         self.last_radiometric = Some(decoded.radiometry.is_absolute());
         let origin = capture.path.display().to_string();
-        Ok(Read::Frame(Box::new(decoded.into_frame(
-            sequence,
-            captured_at,
-            origin,
-        ))))
+        // The decoder sizes its output from the validated layout, so the
+        // frame builds; were it not to, it is skipped like a corrupt buffer.
+        match decoded.into_frame(sequence, captured_at, origin) {
+            Ok(frame) => Ok(Read::Frame(Box::new(frame))),
+            Err(e) => Ok(Read::Skipped(e.to_string())),
+        }
     }
 }
 

@@ -1,0 +1,283 @@
+//! Planck calibration of FLIR radiometric cameras: raw counts to degrees C
+//! with the emission of the reflected surroundings, the atmosphere and the IR
+//! window taken out.
+//!
+//! The formula is the standard one (exiftool forum topic 4898, Thermimage
+//! `raw2temp`): the raw value is corrected for the emission of the reflected
+//! surroundings, the atmosphere and the IR window, then
+//! `T = B / ln(R1 / (R2 * (S + O)) + F) - 273.15`.
+
+use serde::{Deserialize, Serialize};
+
+use super::KELVIN;
+
+/// Planck and object parameters of a FLIR radiometric camera, as stored in
+/// the FLIR APP1 CameraInfo record (names follow exiftool).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanckParams {
+    /// Planck constant R1 of the sensor calibration.
+    pub r1: f64,
+    /// Planck constant R2 of the sensor calibration.
+    pub r2: f64,
+    /// Planck constant B (kelvin).
+    pub b: f64,
+    /// Planck constant F.
+    pub f: f64,
+    /// Planck offset O (raw counts).
+    pub o: f64,
+    /// Object emissivity (0..1].
+    pub emissivity: f64,
+    /// Object distance in metres (0 = no atmospheric correction).
+    pub object_distance: f64,
+    /// Reflected apparent temperature in degrees C.
+    pub reflected_temp_c: f64,
+    /// Atmospheric temperature in degrees C.
+    pub atmospheric_temp_c: f64,
+    /// IR window temperature in degrees C.
+    pub ir_window_temp_c: f64,
+    /// IR window transmission (0..1].
+    pub ir_window_transmission: f64,
+    /// Relative humidity, 0..1.
+    pub relative_humidity: f64,
+    /// Atmospheric transmission constant alpha1 (dry air, first band).
+    pub alpha1: f64,
+    /// Atmospheric transmission constant alpha2 (dry air, second band).
+    pub alpha2: f64,
+    /// Atmospheric transmission constant beta1 (water vapour, first band).
+    pub beta1: f64,
+    /// Atmospheric transmission constant beta2 (water vapour, second band).
+    pub beta2: f64,
+    /// Weight of the first band in the atmospheric transmission.
+    pub x: f64,
+}
+
+/// Object parameters from the configuration that replace the file's values
+/// (a camera on a mast looks at glass, not at the blackbody the file assumes).
+/// Fields left unset keep the file's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectParams {
+    /// Object emissivity (0..1]; PV module glass is about 0.85.
+    pub emissivity: Option<f64>,
+    /// Reflected apparent temperature in degrees C (sky seen in the glass).
+    pub reflected_temp_c: Option<f64>,
+    /// Distance from camera to object in metres (drives the atmospheric correction).
+    pub object_distance: Option<f64>,
+    /// Atmospheric temperature in degrees C.
+    pub atmospheric_temp_c: Option<f64>,
+    /// Relative humidity, 0..1.
+    pub relative_humidity: Option<f64>,
+}
+
+impl ObjectParams {
+    /// Checks the ranges (for config validation): emissivity in (0, 1],
+    /// distance >= 0, humidity in [0, 1], finite temperatures.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(e) = self.emissivity {
+            anyhow::ensure!(e > 0.0 && e <= 1.0, "emissivity {e} must be in (0, 1]");
+        }
+        if let Some(d) = self.object_distance {
+            anyhow::ensure!(
+                d.is_finite() && d >= 0.0,
+                "object_distance {d} must be >= 0 metres"
+            );
+        }
+        if let Some(h) = self.relative_humidity {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&h),
+                "relative_humidity {h} must be in [0, 1]"
+            );
+        }
+        for (name, t) in [
+            ("reflected_temp_c", self.reflected_temp_c),
+            ("atmospheric_temp_c", self.atmospheric_temp_c),
+        ] {
+            if let Some(t) = t {
+                anyhow::ensure!(
+                    t.is_finite() && t > -KELVIN,
+                    "{name} {t} is not a temperature in degrees C"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The linear part of the raw correction, computed once per parameter set:
+/// object raw signal `S = raw * gain - offset`.
+#[derive(Debug, Clone, Copy)]
+struct RawCorrection {
+    gain: f64,
+    offset: f64,
+}
+
+impl PlanckParams {
+    /// Checks that the constants give a usable conversion (finite, positive
+    /// R1/R2/B, emissivity and window transmission in (0, 1]).
+    pub fn check(&self) -> Result<(), String> {
+        let all = [
+            self.r1,
+            self.r2,
+            self.b,
+            self.f,
+            self.o,
+            self.emissivity,
+            self.object_distance,
+            self.reflected_temp_c,
+            self.atmospheric_temp_c,
+            self.ir_window_temp_c,
+            self.ir_window_transmission,
+            self.relative_humidity,
+            self.alpha1,
+            self.alpha2,
+            self.beta1,
+            self.beta2,
+            self.x,
+        ];
+        if all.iter().any(|v| !v.is_finite()) {
+            return Err(format!("non-finite constant in {self:?}"));
+        }
+        if self.r1 <= 0.0 || self.r2 <= 0.0 || self.b <= 0.0 {
+            return Err(format!(
+                "Planck R1 {}, R2 {}, B {} must be positive",
+                self.r1, self.r2, self.b
+            ));
+        }
+        if !(self.emissivity > 0.0 && self.emissivity <= 1.0) {
+            return Err(format!("emissivity {} must be in (0, 1]", self.emissivity));
+        }
+        if !(self.ir_window_transmission > 0.0 && self.ir_window_transmission <= 1.0) {
+            return Err(format!(
+                "IR window transmission {} must be in (0, 1]",
+                self.ir_window_transmission
+            ));
+        }
+        if self.object_distance < 0.0 || self.relative_humidity < 0.0 {
+            return Err("negative object distance or humidity".into());
+        }
+        Ok(())
+    }
+
+    /// These parameters with the set fields of `o` replacing the file's values.
+    pub fn with_overrides(&self, o: &ObjectParams) -> PlanckParams {
+        PlanckParams {
+            emissivity: o.emissivity.unwrap_or(self.emissivity),
+            reflected_temp_c: o.reflected_temp_c.unwrap_or(self.reflected_temp_c),
+            object_distance: o.object_distance.unwrap_or(self.object_distance),
+            atmospheric_temp_c: o.atmospheric_temp_c.unwrap_or(self.atmospheric_temp_c),
+            relative_humidity: o.relative_humidity.unwrap_or(self.relative_humidity),
+            ..*self
+        }
+    }
+
+    /// Raw signal of a blackbody at `t_c` degrees C.
+    fn blackbody_raw(&self, t_c: f64) -> f64 {
+        self.r1 / (self.r2 * ((self.b / (t_c + KELVIN)).exp() - self.f)) - self.o
+    }
+
+    /// Atmospheric transmission over half the object distance (the IR window is
+    /// assumed midway, as in Thermimage), from humidity via alpha/beta/X.
+    fn atmospheric_transmission(&self) -> f64 {
+        let t = self.atmospheric_temp_c;
+        let h2o = self.relative_humidity
+            * (1.5587 + 0.06939 * t - 0.00027816 * t * t + 0.00000068455 * t * t * t).exp();
+        let d = (self.object_distance / 2.0).sqrt();
+        let s = h2o.sqrt();
+        self.x * (-d * (self.alpha1 + self.beta1 * s)).exp()
+            + (1.0 - self.x) * (-d * (self.alpha2 + self.beta2 * s)).exp()
+    }
+
+    /// The emission corrections of Thermimage `raw2temp` folded into a gain and
+    /// an offset (the window is assumed anti-reflective: no reflection term).
+    fn correction(&self) -> RawCorrection {
+        let e = self.emissivity;
+        let tau = self.atmospheric_transmission();
+        let irt = self.ir_window_transmission;
+        let refl = self.blackbody_raw(self.reflected_temp_c);
+        let atm = self.blackbody_raw(self.atmospheric_temp_c);
+        let wind = self.blackbody_raw(self.ir_window_temp_c);
+        let refl1 = (1.0 - e) / e * refl;
+        let atm1 = (1.0 - tau) / e / tau * atm;
+        let wind1 = (1.0 - irt) / e / tau / irt * wind;
+        let atm2 = (1.0 - tau) / e / tau / irt / tau * atm;
+        RawCorrection {
+            gain: 1.0 / (e * tau * irt * tau),
+            offset: refl1 + atm1 + wind1 + atm2,
+        }
+    }
+
+    /// Temperature of an object raw signal (after correction).
+    fn object_celsius(&self, s: f64) -> f64 {
+        self.b / (self.r1 / (self.r2 * (s + self.o)) + self.f).ln() - KELVIN
+    }
+
+    /// Degrees C of one raw value. NaN when the value lies outside the
+    /// calibration's domain (e.g. raw 0 with a negative PlanckO).
+    /// For whole frames use [`PlanckParams::celsius_table`].
+    pub fn raw_to_celsius(&self, raw: u16) -> f32 {
+        let c = self.correction();
+        self.object_celsius(raw as f64 * c.gain - c.offset) as f32
+    }
+
+    /// Degrees C for every possible raw value (65,536 entries, NaN outside the
+    /// calibration's domain): built once per parameter set, then a frame
+    /// converts with one table look-up per pixel.
+    pub fn celsius_table(&self) -> Vec<f32> {
+        let c = self.correction();
+        (0..=u16::MAX)
+            .map(|raw| self.object_celsius(raw as f64 * c.gain - c.offset) as f32)
+            .collect()
+    }
+
+    /// The raw value (not rounded, may lie outside 0..65535) that reads as
+    /// `celsius`: the inverse of [`PlanckParams::raw_to_celsius`], for turning
+    /// temperature thresholds into raw thresholds.
+    pub fn celsius_to_raw(&self, celsius: f32) -> f32 {
+        let c = self.correction();
+        ((self.blackbody_raw(celsius as f64) + c.offset) / c.gain) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flir::read_file;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel)
+    }
+
+    #[test]
+    fn table_scalar_and_inverse_agree() {
+        let p = read_file(&fixture("pv/images/20180630_154039.jpg"))
+            .unwrap()
+            .planck;
+        let p = p.with_overrides(&ObjectParams {
+            emissivity: Some(0.85),
+            reflected_temp_c: Some(-10.0),
+            ..Default::default()
+        });
+        assert_eq!(p.emissivity, 0.85);
+        assert_eq!(p.object_distance, 50.0);
+        let table = p.celsius_table();
+        for raw in [6000u16, 7500, 8190, 9000, 12000] {
+            let t = p.raw_to_celsius(raw);
+            assert_eq!(t, table[raw as usize]);
+            let back = p.celsius_to_raw(t);
+            assert!((back - raw as f32).abs() < 0.05, "{raw} -> {t} -> {back}");
+        }
+        // Lower emissivity: the same raw reads hotter.
+        let file = read_file(&fixture("pv/images/20180630_154039.jpg"))
+            .unwrap()
+            .planck;
+        assert!(p.raw_to_celsius(8190) > file.raw_to_celsius(8190));
+    }
+
+    #[test]
+    fn out_of_domain_raw_is_nan_not_panic() {
+        let p = read_file(&fixture("pv/images/001R.jpg")).unwrap().planck;
+        assert!(p.raw_to_celsius(0).is_nan());
+    }
+}

@@ -4,14 +4,22 @@
 //! sections. Unknown keys are rejected, and errors name the file, the line
 //! and the key.
 
+mod check;
+pub(crate) mod serde_helpers;
+#[cfg(test)]
+pub(crate) mod test_support;
+
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use check::{duration_in_range, in_range, MAX_PERIOD};
+
 use crate::analysis::AnalysisConfig;
 use crate::model::ModelConfig;
-use crate::publish::{BrokerConfig, MqttConfig, OutboxConfig};
+use crate::publish::{BrokerConfig, Identity, MqttConfig, OutboxConfig};
 use crate::render::RenderOptions;
 use crate::source::SourceConfig;
 
@@ -57,6 +65,14 @@ pub struct DeviceConfig {
     pub topic_prefix: String,
 }
 
+impl DeviceConfig {
+    /// The topic rules are those of [`Identity::new`], which builds every
+    /// topic the daemon publishes: what passes here is what the daemon uses.
+    pub fn validate(&self) -> Result<()> {
+        Identity::new(&self.topic_prefix, &self.id).map(|_| ())
+    }
+}
+
 impl Default for DeviceConfig {
     fn default() -> Self {
         Self {
@@ -79,6 +95,28 @@ pub struct PipelineConfig {
     pub frame_summary: bool,
 }
 
+impl PipelineConfig {
+    /// `detect_every_n` at least 1; `max_fps` 0 (no limit) or a rate whose
+    /// period a clock can hold.
+    pub fn validate(&self) -> Result<()> {
+        in_range(
+            "[pipeline] detect_every_n",
+            self.detect_every_n,
+            1..=10_000,
+            " (1 = every frame)",
+        )?;
+        if self.max_fps != 0.0 {
+            in_range(
+                "[pipeline] max_fps",
+                self.max_fps,
+                0.01..=1000.0,
+                " inferences per second (or 0 = no limit)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
@@ -93,25 +131,49 @@ impl Default for PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// Seconds between retained annotated snapshots (0 = never).
-    pub snapshot_interval_s: f32,
+    /// Time between retained annotated snapshots (`"0s"` = never). Read
+    /// from `snapshot_interval_s` (seconds) in older files.
+    #[serde(with = "serde_helpers::duration", alias = "snapshot_interval_s")]
+    pub snapshot_interval: Duration,
     /// JPEG quality of snapshots and thumbnails (1..100).
     pub jpeg_quality: u8,
     /// Publish a JPEG thumbnail with every defect message.
     pub thumbnails: bool,
-    /// Seconds between stats messages.
-    pub stats_interval_s: f32,
+    /// Time between stats messages. Read from `stats_interval_s` (seconds)
+    /// in older files.
+    #[serde(with = "serde_helpers::duration", alias = "stats_interval_s")]
+    pub stats_interval: Duration,
     /// Publish a detections message also for frames without modules.
     pub publish_empty_frames: bool,
+}
+
+impl OutputConfig {
+    /// Intervals a timer can run (`snapshot_interval` may be 0 = never) and a
+    /// JPEG quality.
+    pub fn validate(&self) -> Result<()> {
+        if !self.snapshot_interval.is_zero() {
+            duration_in_range(
+                "[output] snapshot_interval",
+                self.snapshot_interval,
+                Duration::from_millis(100)..=MAX_PERIOD,
+            )?;
+        }
+        in_range("[output] jpeg_quality", self.jpeg_quality, 1..=100, "")?;
+        duration_in_range(
+            "[output] stats_interval",
+            self.stats_interval,
+            Duration::from_millis(100)..=MAX_PERIOD,
+        )
+    }
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
         Self {
-            snapshot_interval_s: 10.0,
+            snapshot_interval: Duration::from_secs(10),
             jpeg_quality: 80,
             thumbnails: true,
-            stats_interval_s: 30.0,
+            stats_interval: Duration::from_secs(30),
             publish_empty_frames: false,
         }
     }
@@ -123,6 +185,19 @@ impl Default for OutputConfig {
 pub struct LoggingConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
+}
+
+impl LoggingConfig {
+    /// A level the logger knows.
+    pub fn validate(&self) -> Result<()> {
+        if self.level.parse::<log::LevelFilter>().is_err() {
+            bail!(
+                "[logging] level = {:?}: use error, warn, info, debug or trace",
+                self.level
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for LoggingConfig {
@@ -146,6 +221,7 @@ impl Config {
         // toml's error text carries the line, the column and the offending key.
         let mut config: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config.warnings = Self::old_style_warnings(text)?;
         config
             .move_old_render_table()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
@@ -154,6 +230,15 @@ impl Config {
             .validate()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
         Ok(config)
+    }
+
+    /// What `text` (already known to parse) writes in an old spelling: renamed
+    /// keys and durations as plain seconds, each with what to write instead.
+    fn old_style_warnings(text: &str) -> Result<Vec<String>> {
+        let file: toml::Table = toml::from_str(text)?;
+        let defaults = toml::Table::try_from(Config::default())
+            .context("the default configuration does not serialize")?;
+        Ok(serde_helpers::old_style_warnings(&file, &defaults))
     }
 
     /// Reads `[analysis.render]`, where files written before `[render]`
@@ -190,74 +275,22 @@ impl Config {
         self.source.resolve_paths(base);
     }
 
-    /// Checks what serde cannot: ranges, and that named files exist.
+    /// Checks what serde cannot: ranges, and that named files exist. The one
+    /// check of a configuration: `check-config` and `run` both call it (through
+    /// [`Config::parse`]) before anything starts, so they refuse the same
+    /// files. One `validate` per section; errors name the key.
     pub fn validate(&self) -> Result<()> {
-        let id = &self.device.id;
-        if id.is_empty() || id.contains(['+', '#', '/']) {
-            bail!("[device] id = {id:?}: must be non-empty and contain no '+', '#' or '/' (it is a topic level)");
-        }
-        let prefix = &self.device.topic_prefix;
-        if prefix.is_empty() || prefix.contains(['+', '#']) {
-            bail!(
-                "[device] topic_prefix = {prefix:?}: must be non-empty and contain no '+' or '#'"
-            );
-        }
-        let m = &self.model;
-        if !m.input_width.is_multiple_of(16)
-            || !m.input_height.is_multiple_of(16)
-            || m.input_width < 32
-            || m.input_height < 32
-        {
-            bail!(
-                "[model] input_width/input_height = {}x{}: must be multiples of 16, at least 32",
-                m.input_width,
-                m.input_height
-            );
-        }
-        if !(1..=crate::model::MAX_THREADS).contains(&m.threads) {
-            bail!(
-                "[model] threads = {}: must be 1 to {} (1 = the inference thread alone{})",
-                m.threads,
-                crate::model::MAX_THREADS,
-                if cfg!(feature = "threads") {
-                    ""
-                } else {
-                    "; this build has no thread pool: rebuild with the `threads` cargo feature for more"
-                }
-            );
-        }
-        for (key, file) in [("detector", &m.detector), ("classifier", &m.classifier)] {
-            if let Some(f) = file {
-                if !f.is_file() {
-                    bail!(
-                        "[model] {key} = {:?}: no such model file",
-                        f.display().to_string()
-                    );
-                }
-            }
-        }
+        self.device.validate()?;
         self.source.validate()?;
+        self.model.validate()?;
         self.analysis.validate().context("[analysis]")?;
         self.render.validate()?;
-        self.mqtt.validate().context("[mqtt]")?;
-        if self.pipeline.detect_every_n == 0 {
-            bail!("[pipeline] detect_every_n must be at least 1");
-        }
-        if !(1..=100).contains(&self.output.jpeg_quality) {
-            bail!(
-                "[output] jpeg_quality = {}: must be 1..100",
-                self.output.jpeg_quality
-            );
-        }
-        if self.output.stats_interval_s <= 0.0 {
-            bail!("[output] stats_interval_s must be positive");
-        }
-        if self.logging.level.parse::<log::LevelFilter>().is_err() {
-            bail!(
-                "[logging] level = {:?}: use error, warn, info, debug or trace",
-                self.logging.level
-            );
-        }
+        self.pipeline.validate()?;
+        self.output.validate()?;
+        self.mqtt.validate()?;
+        self.outbox.validate()?;
+        self.broker.validate()?;
+        self.logging.validate()?;
         Ok(())
     }
 
@@ -323,6 +356,11 @@ mod tests {
         assert_eq!(parsed.output, OutputConfig::default());
         assert_eq!(parsed.render, RenderOptions::default());
         assert_eq!(parsed.model, ModelConfig::default());
+        assert!(
+            parsed.warnings.is_empty(),
+            "the shipped file uses old spellings: {:?}",
+            parsed.warnings
+        );
         // Every key of every section is documented (uncommented or as `# key =`).
         let defaults = toml::to_string(&Config::default()).unwrap();
         let mut table = "";
@@ -341,6 +379,133 @@ mod tests {
                     .starts_with(&format!("{key} ="))),
                 "key {key} is not documented in config/pvtherm.toml"
             );
+        }
+    }
+
+    #[test]
+    fn single_table_snippets_show_the_defaults_and_every_key_parses() {
+        use test_support::check_documented_snippet;
+        let snippet = |name: &str| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets");
+            std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap()
+        };
+        check_documented_snippet::<crate::source::v4l2::V4l2Config>(
+            "source.v4l2",
+            &snippet("source.v4l2"),
+        );
+        check_documented_snippet::<ModelConfig>("model", &snippet("model"));
+        check_documented_snippet::<AnalysisConfig>("analysis", &snippet("analysis"));
+        check_documented_snippet::<RenderOptions>("render", &snippet("render"));
+    }
+
+    #[test]
+    fn old_duration_spellings_are_read_with_a_warning() {
+        let old = Config::parse(
+            "[output]\nsnapshot_interval_s = 0.5\nstats_interval_s = 2\n\
+             [source.v4l2]\nstall_timeout = 3.0\n[mqtt]\nkeep_alive = 20\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(old.output.snapshot_interval, Duration::from_millis(500));
+        assert_eq!(old.output.stats_interval, Duration::from_secs(2));
+        assert_eq!(old.source.v4l2.stall_timeout, Duration::from_secs(3));
+        assert_eq!(old.mqtt.keep_alive, Duration::from_secs(20));
+        let expected = [
+            "snapshot_interval = \"500ms\"",
+            "stats_interval = \"2s\"",
+            "stall_timeout = \"3s\"",
+            "keep_alive = \"20s\"",
+        ];
+        assert_eq!(old.warnings.len(), expected.len(), "{:?}", old.warnings);
+        for new in expected {
+            assert!(
+                old.warnings.iter().any(|w| w.contains(new)),
+                "no warning suggests {new}: {:?}",
+                old.warnings
+            );
+        }
+        // Every renamed key is still read under its old name.
+        for (table, old_key, new_key) in serde_helpers::RENAMED_KEYS {
+            let text = format!("[{table}]\n{old_key} = 1\n");
+            let parsed = Config::parse(&text, Path::new("t.toml"))
+                .unwrap_or_else(|e| panic!("{table}.{old_key}: {e:#}"));
+            assert!(
+                parsed.warnings.iter().any(|w| w.contains(new_key)),
+                "{:?}",
+                parsed.warnings
+            );
+        }
+        // Old and new spelling together is ambiguous.
+        let both = "[output]\nstats_interval = \"1s\"\nstats_interval_s = 2\n";
+        let err = format!(
+            "{:#}",
+            Config::parse(both, Path::new("t.toml")).unwrap_err()
+        );
+        assert!(err.contains("stats_interval"), "{err}");
+    }
+
+    #[test]
+    fn values_that_would_fail_at_start_are_refused_naming_the_key() {
+        for (text, key) in [
+            (
+                "[device]\ntopic_prefix = \"$SYS\"\n",
+                "[device] topic_prefix",
+            ),
+            (
+                "[device]\ntopic_prefix = \"a//b\"\n",
+                "[device] topic_prefix",
+            ),
+            ("[device]\ntopic_prefix = \"a/\"\n", "[device] topic_prefix"),
+            ("[device]\nid = \"$x\"\n", "[device] id"),
+            (
+                "[output]\nstats_interval = \"1ns\"\n",
+                "[output] stats_interval",
+            ),
+            (
+                "[output]\nstats_interval_s = 1e-30\n",
+                "[output] stats_interval",
+            ),
+            (
+                "[output]\nsnapshot_interval = \"100years\"\n",
+                "[output] snapshot_interval",
+            ),
+            ("[pipeline]\nmax_fps = 1e-30\n", "[pipeline] max_fps"),
+            ("[pipeline]\nmax_fps = nan\n", "[pipeline] max_fps"),
+            (
+                "[model]\ninput_width = 65536\ninput_height = 65536\n",
+                "[model] input_width",
+            ),
+            (
+                "[model]\nscore_threshold = 1.5\n",
+                "[model] score_threshold",
+            ),
+            (
+                "[model]\ndefect_threshold = nan\n",
+                "[model] defect_threshold",
+            ),
+            ("[mqtt]\nkeep_alive = \"1day\"\n", "[mqtt] keep_alive"),
+            (
+                "[mqtt]\nmax_message_bytes = 18446744073709551615\n",
+                "max_message_bytes",
+            ),
+            ("[mqtt]\nport = 0\n", "[mqtt] port"),
+            ("[mqtt]\nclient_id = \"\"\n", "[mqtt] client_id"),
+            ("[mqtt.tls]\nclient_cert = \"c.pem\"\n", "client_key"),
+            ("[outbox]\nmax_bytes = 0\n", "[outbox] max_bytes"),
+            (
+                "[broker]\nmax_payload_bytes = 0\n",
+                "[broker] max_payload_bytes",
+            ),
+            (
+                "[source.v4l2]\nreopen_interval = \"100years\"\n",
+                "[source.v4l2] reopen_interval",
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("t.toml"))
+                .map(|_| ())
+                .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(key), "{text:?} -> {msg}");
         }
     }
 

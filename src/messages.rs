@@ -228,7 +228,7 @@ pub struct LatencyStats {
     pub max_ms: f32,
 }
 
-/// `<prefix>/<device>/stats`: the daemon's health, every `stats_interval_s`.
+/// `<prefix>/<device>/stats`: the daemon's health, every `stats_interval`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsMessage {
     pub schema: u32,

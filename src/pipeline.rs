@@ -298,14 +298,14 @@ impl MessageBuilder {
     }
 
     fn snapshot_due(&mut self) -> bool {
-        let interval = self.output.snapshot_interval_s;
-        if interval <= 0.0 {
+        let interval = self.output.snapshot_interval;
+        if interval.is_zero() {
             return false;
         }
         let now = Instant::now();
         let due = self
             .last_snapshot
-            .is_none_or(|t| now.duration_since(t).as_secs_f32() >= interval);
+            .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             self.last_snapshot = Some(now);
         }
@@ -582,7 +582,7 @@ async fn run_async(
 
     let started = Instant::now();
     let mut stats_timer =
-        tokio::time::interval(Duration::from_secs_f32(config.output.stats_interval_s));
+        tokio::time::interval(config.output.stats_interval);
     // After a stall (e.g. a long model load on a slow box) send one stats message, not a burst.
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_processed = 0u64;

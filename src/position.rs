@@ -49,8 +49,13 @@ pub struct PositionConfig {
     pub altitude: Option<f64>,
     /// gpsd address (default `127.0.0.1:2947`, gpsd's standard port).
     pub gpsd_address: String,
-    /// A gpsd fix older than this many seconds is not used (default 5).
-    pub max_fix_age_s: f64,
+    /// A gpsd fix older than this is not used (default `"5s"`). Read from
+    /// `max_fix_age_s` (seconds) in older files.
+    #[serde(
+        with = "crate::config::serde_helpers::duration",
+        alias = "max_fix_age_s"
+    )]
+    pub max_fix_age: Duration,
 }
 
 impl Default for PositionConfig {
@@ -61,7 +66,7 @@ impl Default for PositionConfig {
             longitude: None,
             altitude: None,
             gpsd_address: "127.0.0.1:2947".into(),
-            max_fix_age_s: 5.0,
+            max_fix_age: Duration::from_secs(5),
         }
     }
 }
@@ -77,12 +82,19 @@ impl PositionConfig {
                 bail!("analysis.position: latitude {lat} / longitude {lon} out of range (-90..90 / -180..180)");
             }
         }
-        if !(self.max_fix_age_s.is_finite() && self.max_fix_age_s > 0.0) {
-            bail!(
-                "analysis.position.max_fix_age_s must be > 0 (got {})",
-                self.max_fix_age_s
-            );
+        if let Some(altitude) = self.altitude {
+            crate::config::in_range(
+                "[analysis.position] altitude",
+                altitude,
+                -1000.0..=100_000.0,
+                " m",
+            )?;
         }
+        crate::config::duration_in_range(
+            "[analysis.position] max_fix_age",
+            self.max_fix_age,
+            Duration::from_millis(1)..=crate::config::MAX_PERIOD,
+        )?;
         if self.source == PositionSourceKind::Gpsd && self.gpsd_address.trim().is_empty() {
             bail!("analysis.position.gpsd_address is empty (e.g. \"127.0.0.1:2947\")");
         }
@@ -140,10 +152,9 @@ impl PositionSource {
                 fix_age_s: None,
                 fix_time: None,
             }),
-            PositionSourceKind::Gpsd => PositionSource::Gpsd(GpsdClient::start(
-                &cfg.gpsd_address,
-                Duration::from_secs_f64(cfg.max_fix_age_s),
-            )?),
+            PositionSourceKind::Gpsd => {
+                PositionSource::Gpsd(GpsdClient::start(&cfg.gpsd_address, cfg.max_fix_age)?)
+            }
         })
     }
 
@@ -377,7 +388,7 @@ mod tests {
         let cfg = PositionConfig {
             source: PositionSourceKind::Gpsd,
             gpsd_address: addr,
-            max_fix_age_s: 60.0,
+            max_fix_age: Duration::from_secs(60),
             ..Default::default()
         };
         let src = PositionSource::from_config(&cfg).unwrap();

@@ -54,8 +54,8 @@ path = "{frames}"
 fps = {fps}
 loop = false
 [output]
-snapshot_interval_s = 0.5
-stats_interval_s = 1.0
+snapshot_interval = "500ms"
+stats_interval = "1s"
 [mqtt]
 host = "127.0.0.1"
 port = {port}

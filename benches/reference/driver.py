@@ -170,7 +170,7 @@ loop = false
 frame_summary = true
 
 [output]
-snapshot_interval_s = 5.0
+snapshot_interval = "5s"
 thumbnails = true
 
 [model]

@@ -244,7 +244,7 @@ fn print_table(args: &BenchArgs, frame: &crate::frame::Frame, rows: &[StageTimin
         args.image.display(),
         frame.width(),
         frame.height(),
-        args.model.threads,
+        args.model.to_config().threads,
         args.iterations,
         load.split_whitespace()
             .take(3)

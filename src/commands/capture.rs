@@ -51,12 +51,14 @@ pub struct CaptureArgs {
     /// Print the pixel value at X,Y of each frame (repeatable), e.g. --spot 80,60.
     #[arg(long = "spot", value_parser = parse_spot)]
     pub spots: Vec<(u32, u32)>,
-    /// Seconds without a frame before the camera counts as lost.
-    #[arg(long)]
-    pub stall_timeout: Option<f64>,
-    /// Seconds between reopen attempts of a lost camera.
-    #[arg(long)]
-    pub reopen_interval: Option<f64>,
+    /// Time without a frame before the camera counts as lost ("2s", "500ms"
+    /// or plain seconds).
+    #[arg(long, value_parser = crate::config::serde_helpers::parse_duration_arg)]
+    pub stall_timeout: Option<std::time::Duration>,
+    /// Time between reopen attempts of a lost camera ("2s", "500ms" or plain
+    /// seconds).
+    #[arg(long, value_parser = crate::config::serde_helpers::parse_duration_arg)]
+    pub reopen_interval: Option<std::time::Duration>,
     /// Fail unless the camera went offline, came back online and delivered
     /// frames again during --duration (a recovery test).
     #[arg(long, requires = "duration")]

@@ -11,10 +11,12 @@ use serde::Serialize;
 use super::ModelArgs;
 use crate::analysis::tracking::DefectEvent;
 use crate::analysis::AnalysisConfig;
+use crate::config::Config;
 use crate::imageio::image_files_in;
 use crate::inspect::Inspector;
 use crate::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
-use crate::render::{self, Renderer};
+use crate::model::ModelConfig;
+use crate::render::{self, RenderOptions, Renderer};
 
 /// Arguments of `pvtherm detect`.
 #[derive(clap::Args, Debug)]
@@ -31,9 +33,15 @@ pub struct DetectArgs {
     #[arg(long)]
     pub json: bool,
     /// Minimum number of consecutive images showing a defect before it counts
-    /// as one grouped defect (survey frames overlap).
-    #[arg(long, default_value_t = 1)]
-    pub min_frames: u32,
+    /// as one grouped defect (survey frames overlap) [default: 1, or the
+    /// config file's `[analysis.tracking] min_frames`].
+    #[arg(long)]
+    pub min_frames: Option<u32>,
+    /// Take `[model]`, `[analysis]` and `[render]` from this configuration
+    /// file (the daemon's, so a survey is judged as the box judges frames);
+    /// the flags above still override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The whole report of one `detect` run (`report.json`, or stdout with `--json`).
@@ -60,9 +68,25 @@ pub struct SurveySummary {
 /// Entry point of `pvtherm detect`.
 pub fn run(args: DetectArgs) -> Result<()> {
     let files = expand_inputs(&args.inputs)?;
-    let mut analysis = AnalysisConfig::default();
-    analysis.tracking.min_frames = args.min_frames.max(1);
-    let mut inspector = Inspector::new(&args.model.to_config(), analysis)?;
+    let (model, mut analysis, render_options) = match &args.config {
+        Some(file) => {
+            let config = Config::load(file)?;
+            for warning in &config.warnings {
+                eprintln!("pvtherm: warning: {}: {warning}", file.display());
+            }
+            (config.model, config.analysis, config.render)
+        }
+        // Survey images stand alone unless grouped: one sighting is a defect.
+        None => {
+            let mut analysis = AnalysisConfig::default();
+            analysis.tracking.min_frames = 1;
+            (ModelConfig::default(), analysis, RenderOptions::default())
+        }
+    };
+    if let Some(n) = args.min_frames {
+        analysis.tracking.min_frames = n.max(1);
+    }
+    let mut inspector = Inspector::new(&args.model.over(model), analysis)?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
@@ -78,7 +102,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         defects: Vec::new(),
         summary: SurveySummary::default(),
     };
-    let mut renderer = Renderer::new(Default::default());
+    let mut renderer = Renderer::new(render_options);
     let mut thumbs = Vec::new();
     let mut first_error = None;
     for (seq, file) in files.iter().enumerate() {

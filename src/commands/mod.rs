@@ -23,21 +23,23 @@ pub struct ModelArgs {
     /// Defect classifier ONNX file (default: the built-in classifier).
     #[arg(long, value_name = "PATH")]
     pub classifier: Option<PathBuf>,
-    /// Which built-in models to use.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub precision: PrecisionArg,
-    /// Model input size WIDTHxHEIGHT (multiples of 16).
-    #[arg(long, value_name = "WxH", default_value = "640x512", value_parser = parse_size)]
-    pub input_size: (usize, usize),
+    /// Which built-in models to use [default: f32, or the config file's].
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+    /// Model input size WIDTHxHEIGHT, multiples of 16 [default: 640x512, or
+    /// the config file's].
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub input_size: Option<(usize, usize)>,
     /// Override the detector's score threshold.
     #[arg(long)]
     pub score_threshold: Option<f32>,
     /// Override the classifier's defect threshold.
     #[arg(long)]
     pub defect_threshold: Option<f32>,
-    /// Threads for the detector's matrix products.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=crate::model::MAX_THREADS as i64))]
-    pub threads: u16,
+    /// Threads for the detector's matrix products [default: 1, or the config
+    /// file's].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=crate::model::MAX_THREADS as i64))]
+    pub threads: Option<u16>,
 }
 
 /// `--precision` values.
@@ -48,20 +50,30 @@ pub enum PrecisionArg {
 }
 
 impl ModelArgs {
-    /// The `[model]` section these arguments stand for.
+    /// The `[model]` section these arguments stand for, over the defaults.
     pub fn to_config(&self) -> ModelConfig {
+        self.over(ModelConfig::default())
+    }
+
+    /// `base` (a config file's `[model]`) with each setting given on the
+    /// command line replacing the file's.
+    pub fn over(&self, base: ModelConfig) -> ModelConfig {
+        let (input_width, input_height) = self
+            .input_size
+            .unwrap_or((base.input_width, base.input_height));
         ModelConfig {
             precision: match self.precision {
-                PrecisionArg::Int8 => Precision::Int8,
-                PrecisionArg::F32 => Precision::F32,
+                Some(PrecisionArg::Int8) => Precision::Int8,
+                Some(PrecisionArg::F32) => Precision::F32,
+                None => base.precision,
             },
-            detector: self.detector.clone(),
-            classifier: self.classifier.clone(),
-            input_width: self.input_size.0,
-            input_height: self.input_size.1,
-            score_threshold: self.score_threshold,
-            defect_threshold: self.defect_threshold,
-            threads: usize::from(self.threads),
+            detector: self.detector.clone().or(base.detector),
+            classifier: self.classifier.clone().or(base.classifier),
+            input_width,
+            input_height,
+            score_threshold: self.score_threshold.or(base.score_threshold),
+            defect_threshold: self.defect_threshold.or(base.defect_threshold),
+            threads: self.threads.map_or(base.threads, usize::from),
         }
     }
 

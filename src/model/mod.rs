@@ -86,7 +86,64 @@ impl Default for ModelConfig {
     }
 }
 
+/// Largest `[model] input_width` / `input_height`: well above any thermal
+/// camera, small enough that the resized frame fits a 1 GB box.
+pub const MAX_INPUT_SIDE: usize = 2048;
+
 impl ModelConfig {
+    /// Checks the section (for `Config::validate`, and in [`ModelStack::load`]
+    /// for command-line settings): an input size the detector can tile and a
+    /// box can hold, thresholds that are probabilities, a thread count this
+    /// build can run, model files that exist.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::in_range;
+        for (key, side) in [
+            ("[model] input_width", self.input_width),
+            ("[model] input_height", self.input_height),
+        ] {
+            in_range(key, side, 32..=MAX_INPUT_SIDE, " px")?;
+            if !side.is_multiple_of(16) {
+                anyhow::bail!("{key} = {side}: must be a multiple of 16");
+            }
+        }
+        // 0 and 1 are no thresholds: ln(p / (1 - p)) is infinite there.
+        for (key, threshold) in [
+            ("[model] score_threshold", self.score_threshold),
+            ("[model] defect_threshold", self.defect_threshold),
+        ] {
+            if let Some(p) = threshold {
+                if !(p > 0.0 && p < 1.0) {
+                    anyhow::bail!("{key} = {p}: must be a probability above 0 and below 1");
+                }
+            }
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            anyhow::bail!(
+                "[model] threads = {}: must be 1 to {MAX_THREADS} (1 = the inference thread alone{})",
+                self.threads,
+                if cfg!(feature = "threads") {
+                    ""
+                } else {
+                    "; this build has no thread pool: rebuild with the `threads` cargo feature for more"
+                }
+            );
+        }
+        for (key, file) in [
+            ("detector", &self.detector),
+            ("classifier", &self.classifier),
+        ] {
+            if let Some(f) = file {
+                if !f.is_file() {
+                    anyhow::bail!(
+                        "[model] {key} = {:?}: no such model file",
+                        f.display().to_string()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The detector to load.
     pub fn detector_source(&self) -> ModelSource {
         match &self.detector {
@@ -145,6 +202,7 @@ pub struct ModelStack {
 impl ModelStack {
     /// Loads and optimises both models (once, at start-up).
     pub fn load(config: &ModelConfig) -> Result<Self> {
+        config.validate()?;
         let detector = Detector::load(
             &config.detector_source(),
             (config.input_width, config.input_height),

@@ -164,19 +164,22 @@ impl Identity {
     /// Validates `prefix` (one or more topic levels, no wildcards, no empty level,
     /// not starting with `$`) and `device` (one non-empty topic level without `+ # /`).
     pub fn new(prefix: &str, device: &str) -> Result<Identity> {
+        // The messages name the config keys: `[device]` validation calls this.
         if prefix.is_empty() {
-            bail!("[mqtt] topic prefix is empty: set it, e.g. \"pvtherm\"");
+            bail!("[device] topic_prefix is empty: set it, e.g. \"pvtherm\"");
         }
         if prefix.starts_with('$') {
-            bail!("topic prefix {prefix:?} starts with '$' (reserved for broker topics)");
+            bail!(
+                "[device] topic_prefix = {prefix:?} starts with '$' (reserved for broker topics)"
+            );
         }
         if let Some(bad) = prefix.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
-            bail!("topic prefix {prefix:?} contains {bad:?}: MQTT wildcards are not allowed");
+            bail!("[device] topic_prefix = {prefix:?} contains {bad:?}: MQTT wildcards are not allowed");
         }
         if prefix.split('/').any(str::is_empty) {
-            bail!("topic prefix {prefix:?} has an empty level (leading, trailing or double '/')");
+            bail!("[device] topic_prefix = {prefix:?} has an empty level (leading, trailing or double '/')");
         }
-        validate_topic_level("device id", device)?;
+        validate_topic_level("[device] id", device)?;
         Ok(Identity {
             prefix: prefix.to_string(),
             device: device.to_string(),
@@ -210,10 +213,10 @@ fn validate_topic_level(what: &str, level: &str) -> Result<()> {
         bail!("{what} is empty: set it to a name unique to this box, e.g. \"roof-a\"");
     }
     if let Some(bad) = level.chars().find(|c| matches!(c, '+' | '#' | '/' | '\0')) {
-        bail!("{what} {level:?} contains {bad:?}: '+', '#' and '/' are not allowed in an MQTT topic level");
+        bail!("{what} = {level:?} contains {bad:?}: '+', '#' and '/' are not allowed in an MQTT topic level");
     }
     if level.starts_with('$') {
-        bail!("{what} {level:?} starts with '$' (reserved for broker topics)");
+        bail!("{what} = {level:?} starts with '$' (reserved for broker topics)");
     }
     Ok(())
 }
@@ -267,47 +270,6 @@ impl Serialize for ClassCounts {
     }
 }
 
-/// Serde helper for durations written as human-readable strings in TOML
-/// (`"30s"`, `"500ms"`, `"7days"`), parsed with `humantime`.
-pub(crate) mod duration_str {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (write e.g. \"500ms\", \"30s\", \"7days\")"
-            ))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*value).to_string())
-    }
-}
-
-/// Test helper: the documented snippet with its commented-out keys and tables
-/// enabled, so tests check that every documented key parses.
-#[cfg(test)]
-pub(crate) fn snippet_with_all_keys(text: &str) -> String {
-    text.lines()
-        .map(|line| {
-            let rest = line.strip_prefix("# ").unwrap_or(line);
-            let is_key = rest.split_once(" = ").is_some_and(|(k, _)| {
-                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            });
-            let is_table = rest.starts_with('[') && rest.trim_end().ends_with(']');
-            if line.starts_with("# ") && (is_key || is_table) {
-                rest
-            } else {
-                line
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,10 +280,11 @@ mod tests {
         assert!(Identity::new("site/7/pvtherm", "roof-a").is_ok());
         for device in ["", "a/b", "a+", "#", "$sys"] {
             let err = Identity::new("pvtherm", device).unwrap_err().to_string();
-            assert!(err.contains("device id"), "{err}");
+            assert!(err.contains("[device] id"), "{err}");
         }
         for prefix in ["", "/a", "a/", "a//b", "a/+", "#", "$SYS"] {
-            assert!(Identity::new(prefix, "dev").is_err(), "{prefix}");
+            let err = Identity::new(prefix, "dev").unwrap_err().to_string();
+            assert!(err.contains("[device] topic_prefix"), "{prefix}: {err}");
         }
         let id = Identity::new("pvtherm", "dev1").unwrap();
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The `[mqtt]` config section and what is built from it: rumqttc options, the rustls
 //! client configuration (ring provider) and readable connection errors.
 
-use super::duration_str;
+use crate::config::serde_helpers::duration;
+use crate::config::{duration_in_range, in_range};
 use anyhow::{bail, Context, Result};
 use rumqttc::{
     ConnectReturnCode, ConnectionError, MqttOptions, StateError, TlsConfiguration, Transport,
@@ -42,17 +43,17 @@ pub struct MqttConfig {
     pub qos: u8,
     /// MQTT keep-alive; also how fast a dead link is noticed. Default `"30s"`
     /// (at least 1 s).
-    #[serde(with = "duration_str")]
+    #[serde(with = "duration")]
     pub keep_alive: Duration,
     /// Largest message accepted by `submit`, in bytes (snapshot JPEGs must fit).
     /// The broker must accept it too (mosquitto: `message_size_limit`). Default 1 MiB.
     pub max_message_bytes: usize,
     /// First reconnect delay. Doubles on every failed attempt, with random jitter.
     /// Default `"1s"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "duration")]
     pub reconnect_initial: Duration,
     /// Upper bound of the reconnect delay. Default `"60s"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "duration")]
     pub reconnect_max: Duration,
     /// Delivery rate limit in messages per second, so a backlog replayed after an
     /// outage does not flood a thin uplink. Must exceed the steady production rate
@@ -65,7 +66,7 @@ pub struct MqttConfig {
     /// On shutdown, keep delivering what is queued for at most this long before
     /// publishing `offline` and disconnecting; the rest stays in the outbox for the
     /// next start. Default `"5s"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "duration")]
     pub drain_timeout: Duration,
     /// TLS. Absent (default) = plain TCP; an `[mqtt.tls]` table (even empty) turns TLS
     /// on, verifying the broker against `ca_file` or the system CA bundle.
@@ -133,12 +134,20 @@ impl fmt::Debug for MqttConfig {
 }
 
 impl MqttConfig {
-    /// Checks the values that do not need the network (QoS, keep-alive, window,
-    /// backoff, password sources). Called by [`MqttConfig::client_options`]; the lead's
-    /// `check-config` can call it directly.
+    /// Checks every value that does not need the network (address, QoS,
+    /// durations, sizes, window, password sources, the TLS key pair). Called by
+    /// `Config::validate`, so `check-config` refuses what the client would, and
+    /// again by [`MqttConfig::client_options`] for callers without a file.
     pub fn validate(&self) -> Result<()> {
         if self.host.trim().is_empty() {
             bail!("[mqtt] host is empty: set the broker's host name or IP address");
+        }
+        in_range("[mqtt] port", self.port, 1..=u16::MAX, "")?;
+        // rumqttc panics on these rather than returning an error.
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.starts_with(' ') {
+                bail!("[mqtt] client_id = {id:?}: must be non-empty and not start with a space (or remove it for \"pvtherm-<device id>\")");
+            }
         }
         if self.qos > 1 {
             bail!(
@@ -146,20 +155,41 @@ impl MqttConfig {
                 self.qos
             );
         }
-        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
-            bail!("[mqtt] keep_alive must be at least 1s (or 0s to disable)");
+        // MQTT carries the keep-alive as whole seconds in 16 bits; 0 = none.
+        if !self.keep_alive.is_zero() {
+            duration_in_range(
+                "[mqtt] keep_alive",
+                self.keep_alive,
+                Duration::from_secs(1)..=Duration::from_secs(u16::MAX.into()),
+            )?;
         }
-        if self.inflight_window == 0 {
-            bail!("[mqtt] inflight_window must be at least 1");
-        }
-        if self.inflight_window > 1000 {
-            bail!(
-                "[mqtt] inflight_window = {} is too large (at most 1000)",
-                self.inflight_window
-            );
-        }
-        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
-            bail!("[mqtt] reconnect_initial must be > 0 and not larger than reconnect_max");
+        // MQTT's largest packet is 256 MiB, and the packet adds headroom.
+        in_range(
+            "[mqtt] max_message_bytes",
+            self.max_message_bytes,
+            1024..=128 * 1024 * 1024,
+            " bytes",
+        )?;
+        in_range("[mqtt] inflight_window", self.inflight_window, 1..=1000, "")?;
+        duration_in_range(
+            "[mqtt] reconnect_max",
+            self.reconnect_max,
+            Duration::from_millis(1)..=crate::config::MAX_PERIOD,
+        )?;
+        duration_in_range(
+            "[mqtt] reconnect_initial",
+            self.reconnect_initial,
+            Duration::from_millis(1)..=self.reconnect_max,
+        )?;
+        duration_in_range(
+            "[mqtt] drain_timeout",
+            self.drain_timeout,
+            Duration::ZERO..=crate::config::MAX_PERIOD,
+        )?;
+        if let Some(tls) = &self.tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                bail!("[mqtt.tls] set both client_cert and client_key, or neither");
+            }
         }
         let sources = [
             self.password.is_some(),
@@ -376,19 +406,9 @@ mod tests {
 
     #[test]
     fn documented_snippet_parses_with_every_key() {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            mqtt: MqttConfig,
-        }
-        let text = include_str!("../../config/snippets/mqtt.toml");
-        let plain: File = toml::from_str(text).unwrap();
-        assert_eq!(
-            plain.mqtt,
-            MqttConfig::default(),
-            "snippet shows the defaults"
+        crate::config::test_support::check_documented_snippet::<MqttConfig>(
+            "mqtt",
+            include_str!("../../config/snippets/mqtt.toml"),
         );
-        let all = crate::publish::snippet_with_all_keys(text);
-        toml::from_str::<File>(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
     }
 }

@@ -8,7 +8,9 @@
 //! The row id (`INTEGER PRIMARY KEY AUTOINCREMENT`) is the delivery order. Memory holds
 //! only counters; the payloads stay on disk until the publisher fetches a window.
 
-use super::{duration_str, ClassCounts, MessageClass, Outgoing};
+use super::{ClassCounts, MessageClass, Outgoing};
+use crate::config::serde_helpers::duration;
+use crate::config::{duration_in_range, in_range};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -32,7 +34,7 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// Messages older than this are dropped (and counted) instead of being delivered
     /// late. Default `"7days"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "duration")]
     pub max_age: Duration,
     /// SQLite `synchronous` level with the WAL journal: `"full"` (default) syncs the log
     /// on every commit, so an accepted message survives a power cut; `"normal"` syncs
@@ -40,6 +42,22 @@ pub struct OutboxConfig {
     /// but a power cut may lose the last accepted messages. Choose `"normal"` only on
     /// storage where fsync is very slow and the box has a stable power supply.
     pub synchronous: Synchronous,
+}
+
+impl OutboxConfig {
+    /// A size and an age the queue can work with; called by `Config::validate`
+    /// and by [`Outbox::open`].
+    pub fn validate(&self) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            bail!("[outbox] path is empty: set the SQLite file, e.g. \"/var/lib/pvtherm/outbox.sqlite\"");
+        }
+        in_range("[outbox] max_bytes", self.max_bytes, 1..=1 << 40, " bytes")?;
+        duration_in_range(
+            "[outbox] max_age",
+            self.max_age,
+            Duration::from_millis(1)..=Duration::from_secs(3650 * 24 * 3600),
+        )
+    }
 }
 
 impl Default for OutboxConfig {
@@ -107,9 +125,7 @@ impl Outbox {
     /// error log, and a fresh outbox is started: a damaged queue must not keep the
     /// daemon from detecting defects.
     pub fn open(config: &OutboxConfig) -> Result<Outbox> {
-        if config.max_bytes == 0 {
-            bail!("[outbox] max_bytes is 0: set a size in bytes, e.g. 268435456 (256 MiB)");
-        }
+        config.validate()?;
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
@@ -619,19 +635,9 @@ mod tests {
 
     #[test]
     fn documented_snippet_parses_with_every_key() {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            outbox: OutboxConfig,
-        }
-        let text = include_str!("../../config/snippets/outbox.toml");
-        let plain: File = toml::from_str(text).unwrap();
-        assert_eq!(
-            plain.outbox,
-            OutboxConfig::default(),
-            "snippet shows the defaults"
+        crate::config::test_support::check_documented_snippet::<OutboxConfig>(
+            "outbox",
+            include_str!("../../config/snippets/outbox.toml"),
         );
-        let all = crate::publish::snippet_with_all_keys(text);
-        toml::from_str::<File>(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
     }
 }

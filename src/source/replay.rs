@@ -37,17 +37,22 @@ impl Default for ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// Checks the values (for `check-config`): a path is set, fps is finite and >= 0.
+    /// Checks the values (for `check-config`, and again when the source
+    /// opens): a rate whose period a clock can hold, and a path that holds
+    /// files to play, as the daemon would find at start.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.path.as_os_str().is_empty() {
-            bail!("source.replay.path is not set: give a folder of images or one file");
+            bail!("[source.replay] path is not set: give a folder of images or one file");
         }
-        if !self.fps.is_finite() || self.fps < 0.0 {
-            bail!(
-                "source.replay.fps = {} must be >= 0 (0 = as fast as possible)",
-                self.fps
-            );
+        if self.fps != 0.0 {
+            crate::config::in_range(
+                "[source.replay] fps",
+                self.fps,
+                0.001..=1000.0,
+                " frames per second (or 0 = as fast as the model takes them)",
+            )?;
         }
+        list_files(&self.path).context("[source.replay] path")?;
         Ok(())
     }
 }

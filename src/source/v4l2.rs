@@ -163,13 +163,16 @@ pub struct V4l2Config {
     /// Whether Y16 values are centi-kelvin: `auto` (plausibility check per
     /// frame), `yes` or `no`. Ignored for TC001 (always) and GREY/YUYV (never).
     pub radiometric: RadiometricMode,
-    /// Seconds without a frame after which the camera counts as lost.
-    pub stall_timeout: f64,
-    /// Seconds between attempts to reopen a lost camera.
-    pub reopen_interval: f64,
-    /// Extra seconds a TC001 may pause before it counts as stalled: its
+    /// Time without a frame after which the camera counts as lost.
+    #[serde(with = "crate::config::serde_helpers::duration")]
+    pub stall_timeout: Duration,
+    /// Time between attempts to reopen a lost camera.
+    #[serde(with = "crate::config::serde_helpers::duration")]
+    pub reopen_interval: Duration,
+    /// Extra time a TC001 may pause before it counts as stalled: its
     /// shutter calibration ("click") stops the stream for up to a second.
-    pub tc001_calibration_grace: f64,
+    #[serde(with = "crate::config::serde_helpers::duration")]
+    pub tc001_calibration_grace: Duration,
 }
 
 impl Default for V4l2Config {
@@ -181,9 +184,9 @@ impl Default for V4l2Config {
             height: 0,
             fps: 0,
             radiometric: RadiometricMode::Auto,
-            stall_timeout: 5.0,
-            reopen_interval: 2.0,
-            tc001_calibration_grace: 1.5,
+            stall_timeout: Duration::from_secs(5),
+            reopen_interval: Duration::from_secs(2),
+            tc001_calibration_grace: Duration::from_millis(1500),
         }
     }
 }
@@ -208,20 +211,44 @@ mod string_repr {
 }
 
 impl V4l2Config {
-    /// Checks values that serde cannot (positive, finite durations).
+    /// Checks values that serde cannot: durations a clock can add (a camera
+    /// at 1 fps needs a `stall_timeout` above 1 s), sizes and rates a driver
+    /// could offer.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for (key, value) in [
-            ("stall_timeout", self.stall_timeout),
-            ("reopen_interval", self.reopen_interval),
-            ("tc001_calibration_grace", self.tc001_calibration_grace),
-        ] {
-            if !(0.0..=86_400.0).contains(&value) {
-                bail!("[source.v4l2] {key} = {value}: must be a number of seconds between 0 and 86400");
-            }
-        }
-        if self.stall_timeout < 0.1 {
-            bail!("[source.v4l2] stall_timeout = {}: must be at least 0.1 s (a camera at 1 fps needs more than 1 s)", self.stall_timeout);
-        }
+        use crate::config::{duration_in_range, in_range, MAX_PERIOD};
+        duration_in_range(
+            "[source.v4l2] stall_timeout",
+            self.stall_timeout,
+            Duration::from_millis(100)..=MAX_PERIOD,
+        )?;
+        duration_in_range(
+            "[source.v4l2] reopen_interval",
+            self.reopen_interval,
+            Duration::ZERO..=MAX_PERIOD,
+        )?;
+        duration_in_range(
+            "[source.v4l2] tc001_calibration_grace",
+            self.tc001_calibration_grace,
+            Duration::ZERO..=MAX_PERIOD,
+        )?;
+        in_range(
+            "[source.v4l2] width",
+            self.width,
+            0..=16384,
+            " px (0 = the device's)",
+        )?;
+        in_range(
+            "[source.v4l2] height",
+            self.height,
+            0..=16384,
+            " px (0 = the device's)",
+        )?;
+        in_range(
+            "[source.v4l2] fps",
+            self.fps,
+            0..=1000,
+            " (0 = the driver's default)",
+        )?;
         if (self.width == 0) != (self.height == 0) {
             bail!(
                 "[source.v4l2] width = {}, height = {}: give both or neither (0 = the device's size)",
@@ -241,10 +268,6 @@ impl V4l2Config {
             width: self.width,
             height: self.height,
         }
-    }
-
-    fn secs(value: f64) -> Duration {
-        Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -480,7 +503,7 @@ impl V4l2Source {
     /// Closes the device and queues `Offline` (once per outage).
     fn go_offline(&mut self, reason: String) {
         self.capture = None; // Capture::drop releases the stream safely.
-        self.next_attempt = Instant::now() + V4l2Config::secs(self.config.reopen_interval);
+        self.next_attempt = Instant::now() + self.config.reopen_interval;
         if !self.offline {
             log::warn!("camera offline: {reason}");
             self.offline = true;
@@ -507,16 +530,16 @@ impl V4l2Source {
                     log::info!("camera not back yet: {msg}");
                     self.last_open_error = Some(msg);
                 }
-                self.next_attempt = Instant::now() + V4l2Config::secs(self.config.reopen_interval);
+                self.next_attempt = Instant::now() + self.config.reopen_interval;
             }
         }
     }
 
     /// How long the stream may be silent before it counts as stalled.
     fn stall_limit(&self, format: PixelFormat) -> Duration {
-        let mut limit = V4l2Config::secs(self.config.stall_timeout);
+        let mut limit = self.config.stall_timeout;
         if format == PixelFormat::Tc001 {
-            limit += V4l2Config::secs(self.config.tc001_calibration_grace);
+            limit += self.config.tc001_calibration_grace;
         }
         limit
     }
@@ -686,8 +709,8 @@ mod tests {
             height = 192
             fps = 25
             radiometric = "yes"
-            stall_timeout = 3
-            reopen_interval = 0.5
+            stall_timeout = "3s"
+            reopen_interval = "500ms"
             tc001_calibration_grace = 1.0
             "#,
         )
@@ -714,8 +737,10 @@ mod tests {
             err.to_string().contains("radiometric") || err.to_string().contains("maybe"),
             "{err}"
         );
+        let err = toml::from_str::<V4l2Config>("stall_timeout = nan").unwrap_err();
+        assert!(err.to_string().contains("stall_timeout"), "{err}");
         let c = V4l2Config {
-            stall_timeout: f64::NAN,
+            stall_timeout: Duration::from_millis(10),
             ..V4l2Config::default()
         };
         assert!(c

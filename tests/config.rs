@@ -1,0 +1,316 @@
+//! `check-config` and `run` refuse the same files, with the same message
+//! naming the key, and neither panics: the real binary on a table of files
+//! with one bad value each. Nothing is started: every file is refused while
+//! it is read, and the broker it names is a closed local port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pv/images");
+
+/// A file's settings as `(table, key, value)`; a case replaces a base entry
+/// with the same table and key, or adds one.
+type Entries = Vec<(&'static str, &'static str, String)>;
+
+/// A valid configuration: a replay of the fixtures, a broker port nothing
+/// listens on, a short drain, the outbox in `dir`.
+fn base(dir: &Path) -> Entries {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    vec![
+        ("source", "kind", "\"replay\"".into()),
+        ("source.replay", "path", format!("{FIXTURES:?}")),
+        ("source.replay", "fps", "0".into()),
+        ("mqtt", "port", closed_port.to_string()),
+        ("mqtt", "drain_timeout", "\"1s\"".into()),
+        (
+            "outbox",
+            "path",
+            format!("{:?}", dir.join("outbox.sqlite").display().to_string()),
+        ),
+    ]
+}
+
+/// Writes `base` with `case` applied as TOML to `dir/name.toml`.
+fn write(dir: &Path, name: &str, case: &[(&'static str, &'static str, &str)]) -> PathBuf {
+    let mut entries = base(dir);
+    for (table, key, value) in case {
+        entries.retain(|(t, k, _)| !(t == table && k == key));
+        entries.push((table, key, value.to_string()));
+    }
+    let mut tables: Vec<&str> = entries.iter().map(|(t, _, _)| *t).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut text = String::new();
+    for table in tables {
+        text += &format!("[{table}]\n");
+        for (_, key, value) in entries.iter().filter(|(t, _, _)| *t == table) {
+            text += &format!("{key} = {value}\n");
+        }
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the binary with `args`, killed after `limit` (a refused file ends at
+/// once; one that is not refused would start the daemon).
+fn pvtherm(args: &[&str], file: &Path, limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .args(args)
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// What the binary said on stderr (a TOML syntax error spans several lines).
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[test]
+fn check_config_and_run_refuse_the_same_files_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file name, settings, what the message must name)
+    let cases: &[(&str, &[(&'static str, &'static str, &str)], &str)] = &[
+        (
+            "prefix-sys",
+            &[("device", "topic_prefix", "\"$SYS\"")],
+            "[device] topic_prefix",
+        ),
+        (
+            "prefix-empty-level",
+            &[("device", "topic_prefix", "\"a//b\"")],
+            "[device] topic_prefix",
+        ),
+        (
+            "prefix-trailing",
+            &[("device", "topic_prefix", "\"a/\"")],
+            "[device] topic_prefix",
+        ),
+        ("device-id", &[("device", "id", "\"a/b\"")], "[device] id"),
+        (
+            "v4l2-stall",
+            &[
+                ("source", "kind", "\"v4l2\""),
+                ("source.v4l2", "stall_timeout", "\"10ms\""),
+            ],
+            "[source.v4l2] stall_timeout",
+        ),
+        (
+            "replay-fps",
+            &[("source.replay", "fps", "1e-300")],
+            "[source.replay] fps",
+        ),
+        (
+            "replay-path",
+            &[("source.replay", "path", "\"/nonexistent/frames\"")],
+            "[source.replay] path",
+        ),
+        (
+            "model-size",
+            &[
+                ("model", "input_width", "65536"),
+                ("model", "input_height", "65536"),
+            ],
+            "[model] input_width",
+        ),
+        (
+            "model-threshold",
+            &[("model", "score_threshold", "1.5")],
+            "[model] score_threshold",
+        ),
+        (
+            "analysis",
+            &[("analysis.tracking", "min_iou", "2.0")],
+            "min_iou",
+        ),
+        (
+            "pipeline-fps",
+            &[("pipeline", "max_fps", "1e-30")],
+            "[pipeline] max_fps",
+        ),
+        (
+            "pipeline-every",
+            &[("pipeline", "detect_every_n", "0")],
+            "[pipeline] detect_every_n",
+        ),
+        (
+            "output-inf",
+            &[("output", "stats_interval_s", "inf")],
+            "stats_interval_s",
+        ),
+        (
+            "output-nan",
+            &[("output", "stats_interval", "nan")],
+            "stats_interval",
+        ),
+        (
+            "output-tiny",
+            &[("output", "stats_interval_s", "1e-30")],
+            "[output] stats_interval",
+        ),
+        (
+            "output-quality",
+            &[("output", "jpeg_quality", "0")],
+            "[output] jpeg_quality",
+        ),
+        (
+            "mqtt-keep-alive",
+            &[("mqtt", "keep_alive", "\"1day\"")],
+            "[mqtt] keep_alive",
+        ),
+        (
+            "mqtt-tls",
+            &[("mqtt.tls", "client_cert", "\"client.pem\"")],
+            "client_key",
+        ),
+        (
+            "mqtt-client-id",
+            &[("mqtt", "client_id", "\"\"")],
+            "[mqtt] client_id",
+        ),
+        (
+            "outbox-size",
+            &[("outbox", "max_bytes", "0")],
+            "[outbox] max_bytes",
+        ),
+        (
+            "broker",
+            &[("broker", "max_connections", "0")],
+            "[broker] max_connections",
+        ),
+        (
+            "logging",
+            &[("logging", "level", "\"loud\"")],
+            "[logging] level",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, case, key) in cases {
+        let file = write(dir.path(), name, case);
+        let check = pvtherm(&["check-config"], &file, Duration::from_secs(30));
+        let run = pvtherm(&["run", "--config"], &file, Duration::from_secs(30));
+        let (check_err, run_err) = (stderr(&check), stderr(&run));
+        let problems = [
+            (
+                check.status.code() != Some(1),
+                "check-config did not exit 1",
+            ),
+            (
+                run.status.code() != Some(1),
+                "run did not exit 1 (101 = panic, none = still running)",
+            ),
+            (
+                !check_err.contains(key),
+                "check-config does not name the key",
+            ),
+            (check_err != run_err, "run says something else"),
+        ];
+        for (failed, what) in problems {
+            if failed {
+                failures.push(format!(
+                    "{name}: {what} (want {key:?})\n  check-config {:?}: {check_err}\n  run {:?}: {run_err}",
+                    check.status.code(),
+                    run.status.code()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_good_file_passes_and_old_spellings_are_read_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "good",
+        &[("output", "stats_interval", "\"10s\"")],
+    );
+    let out = pvtherm(&["check-config"], &good, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout.contains("OK") && !stdout.contains("warning"),
+        "{stdout}"
+    );
+
+    let old = write(
+        dir.path(),
+        "old",
+        &[
+            ("output", "stats_interval_s", "10.0"),
+            ("source.v4l2", "stall_timeout", "5.0"),
+        ],
+    );
+    let out = pvtherm(&["check-config"], &old, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout.contains("stats_interval_s is now stats_interval")
+            && stdout.contains("stats_interval = \"10s\"")
+            && stdout.contains("stall_timeout = \"5s\""),
+        "{stdout}"
+    );
+}
+
+/// Modules `pvtherm detect` finds in one fixture with these extra arguments.
+fn detected_modules(args: &[&str]) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .arg("detect")
+        .args(args)
+        .args(["--json", &format!("{FIXTURES}/001R.jpg")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["summary"]["modules"].as_u64().unwrap()
+}
+
+#[test]
+fn detect_takes_the_model_settings_of_a_config_file_and_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = write(
+        dir.path(),
+        "strict",
+        &[("model", "score_threshold", "0.999")],
+    );
+    let strict = strict.to_str().unwrap();
+    let default = detected_modules(&[]);
+    assert!(default > 0);
+    assert!(detected_modules(&["--config", strict]) < default);
+    assert_eq!(
+        detected_modules(&["--config", strict, "--score-threshold", "0.3"]),
+        detected_modules(&["--score-threshold", "0.3"])
+    );
+    // The file is checked as the daemon checks it.
+    let bad = write(dir.path(), "bad", &[("pipeline", "max_fps", "1e-30")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .args(["detect", &format!("{FIXTURES}/001R.jpg"), "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[pipeline] max_fps"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -9,9 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use pvtherm::analysis::{Analyser, AnalysisConfig};
 use pvtherm::config::OutputConfig;
 use pvtherm::inspect::Inspection;
+use pvtherm::messages::MessageBuilder;
 use pvtherm::messages::ModelInfo;
 use pvtherm::model::{detector, preprocess, Classifier, Detector, ModelConfig, Precision};
-use pvtherm::pipeline::MessageBuilder;
 use pvtherm::publish::Identity;
 use pvtherm::render::{RenderOptions, Renderer};
 
@@ -150,7 +150,7 @@ fn bench_scaling(c: &mut Criterion) {
             latency_ms: 0.0,
         };
         group.bench_function(format!("messages_{n}_modules"), |b| {
-            b.iter(|| builder.frame_messages(&frame, &inspection))
+            b.iter(|| builder.frame_messages(&frame, &inspection.analysis, inspection.latency_ms))
         });
     }
     group.finish();

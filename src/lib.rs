@@ -15,6 +15,7 @@ pub mod frame;
 pub mod geometry;
 pub mod imageio;
 pub mod inspect;
+pub(crate) mod lock;
 pub mod messages;
 pub mod model;
 pub mod pipeline;

@@ -5,15 +5,22 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::analysis::rfc3339;
 use crate::analysis::severity::Severity;
 use crate::analysis::temperature::{ModuleTemperature, TemperatureUnit};
-use crate::analysis::tracking::DefectEvent;
+use crate::analysis::tracking::{BestSighting, DefectEvent, EventKind};
 use crate::analysis::{AnalysedModule, FrameAnalysis};
 use crate::frame::Frame;
 use crate::geometry::{BBox, Quad};
+use crate::position::Position;
+use crate::publish::{ClassCounts, PublisherStats};
+
+mod builder;
+
+pub(crate) use builder::camera_message;
+pub use builder::MessageBuilder;
 
 /// Version of the JSON schema of every payload.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -195,13 +202,136 @@ pub struct DefectMessage {
 
 /// `<prefix>/<device>/events`: one physical defect's life (`new`, `update`, `end`).
 #[derive(Debug, Clone, Serialize)]
-pub struct EventMessage<'a> {
+pub struct EventMessage {
     pub schema: u32,
-    pub device: &'a str,
+    pub device: String,
+    /// The defect as the tracker reports it now.
     #[serde(flatten)]
-    pub event: &'a DefectEvent,
+    pub defect: DefectReport,
+    /// The best sighting's JPEG (`new` and `update` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<ThumbnailRef>,
+}
+
+impl EventMessage {
+    /// The message for one tracker event.
+    pub fn new(device: &str, event: &DefectEvent, thumbnail: Option<ThumbnailRef>) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            device: device.to_string(),
+            defect: DefectReport::of(event),
+            thumbnail,
+        }
+    }
+}
+
+/// One physical defect over its life, as the `events` payload and the survey
+/// report of `pvtherm detect` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DefectReport {
+    /// Stable id across the defect's `new` / `update` / `end` messages.
+    pub event_id: String,
+    /// Tracker id of the module.
+    pub track_id: u64,
+    /// `new`, `update` or `end`.
+    #[serde(rename = "type", serialize_with = "event_type")]
+    pub kind: EventKind,
+    /// Capture time of the first defective sighting.
+    #[serde(with = "rfc3339")]
+    pub first_seen: SystemTime,
+    /// Capture time of the latest defective sighting.
+    #[serde(with = "rfc3339")]
+    pub last_seen: SystemTime,
+    /// Number of frames that saw the module defective.
+    pub frames_seen: u32,
+    /// The sighting that best shows the defect (what the thumbnail shows).
+    pub best: SightingReport,
+    /// Highest defect score over the sightings.
+    pub defect_score: f32,
+    /// Anomaly class of the highest-scoring sighting.
+    pub anomaly_class: String,
+    /// Highest delta-T over the sightings, in `unit` (`null` when unknown).
+    pub delta_t: Option<f32>,
+    pub unit: TemperatureUnit,
+    /// Highest severity over the sightings (`null` when unknown).
+    pub severity: Option<Severity>,
+    /// Camera position at the best sighting (`null` without a position source).
+    pub position: Option<Position>,
+}
+
+impl DefectReport {
+    /// The report of one tracker event.
+    pub fn of(e: &DefectEvent) -> Self {
+        Self {
+            event_id: e.event_id.clone(),
+            track_id: e.track_id,
+            kind: e.kind,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+            frames_seen: e.frames_seen,
+            best: SightingReport::of(&e.best),
+            defect_score: e.defect_score,
+            anomaly_class: e.anomaly_class.clone(),
+            delta_t: e.delta_t,
+            unit: e.unit,
+            severity: e.severity,
+            position: e.position.clone(),
+        }
+    }
+}
+
+/// Serialises tracker events as their [`DefectReport`]s (the `defects` of the
+/// survey report).
+pub(crate) fn defect_reports<S: Serializer>(
+    events: &[DefectEvent],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(DefectReport::of))
+}
+
+/// The wire names of [`EventKind`].
+fn event_type<S: Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match kind {
+        EventKind::New => "new",
+        EventKind::Update => "update",
+        EventKind::End => "end",
+    })
+}
+
+/// The `best` object of a [`DefectReport`]: where the module was most central
+/// and hottest (or most surely defective).
+#[derive(Debug, Clone, Serialize)]
+pub struct SightingReport {
+    /// Frame sequence number.
+    pub sequence: u64,
+    /// Frame capture time.
+    #[serde(with = "rfc3339")]
+    pub captured_at: SystemTime,
+    /// Module outline in that frame.
+    pub quad: Quad,
+    /// Axis-aligned box of the outline.
+    pub bbox: BBox,
+    /// 1 at the frame centre, 0 at a corner.
+    pub centrality: f32,
+    /// Delta-T in that frame (`null` when unknown).
+    pub delta_t: Option<f32>,
+    /// Defect score in that frame.
+    pub defect_score: f32,
+}
+
+impl SightingReport {
+    /// The report of one sighting.
+    pub fn of(b: &BestSighting) -> Self {
+        Self {
+            sequence: b.sequence,
+            captured_at: b.captured_at,
+            quad: b.quad,
+            bbox: b.bbox,
+            centrality: b.centrality,
+            delta_t: b.delta_t,
+            defect_score: b.defect_score,
+        }
+    }
 }
 
 /// `<prefix>/<device>/camera` (retained): the source's health.
@@ -252,10 +382,155 @@ pub struct StatsMessage {
     pub defects_detected: u64,
     pub events: u64,
     /// The MQTT link and the outbox (see README: durable delivery).
-    pub broker: serde_json::Value,
+    pub broker: BrokerStats,
+}
+
+/// The `broker` object of [`StatsMessage`]: the MQTT link and the outbox.
+/// Fields in alphabetical order, the order this object has always had on the
+/// wire.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerStats {
+    /// True while an MQTT session is up.
+    pub connected: bool,
+    /// Failed connection attempts and dropped links since start.
+    pub connection_failures: u64,
+    /// Messages dropped (outbox full or too old), per class.
+    pub dropped: ClassCounts,
+    /// Outbox messages sent and not yet acknowledged.
+    pub in_flight: usize,
+    /// The last connection error, kept after reconnecting (`null` if none).
+    pub last_error: Option<String>,
+    /// Human-readable link state, e.g. `connected to 10.0.0.2:1883`.
+    pub link: String,
+    /// Accounted bytes in the outbox.
+    pub outbox_bytes: u64,
+    /// Messages waiting in the outbox (including those in flight).
+    pub outbox_depth: u64,
+    /// Messages acknowledged by the broker (QoS 1) or written out (QoS 0), per class.
+    pub published: ClassCounts,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+}
+
+impl From<&PublisherStats> for BrokerStats {
+    fn from(p: &PublisherStats) -> Self {
+        Self {
+            connected: p.connected,
+            connection_failures: p.connection_failures,
+            dropped: p.dropped,
+            in_flight: p.in_flight,
+            last_error: p.last_error.clone(),
+            link: p.link.clone(),
+            outbox_bytes: p.outbox_bytes,
+            outbox_depth: p.outbox_depth,
+            published: p.published,
+            reconnects: p.reconnects,
+        }
+    }
 }
 
 /// Serialises a payload; our payload types cannot fail to serialise.
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("payload types serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::tracking::EventKind;
+    use crate::publish::MessageClass;
+
+    fn event(kind: EventKind, position: Option<Position>) -> DefectEvent {
+        let quad = Quad::rect(10.0, 20.0, 50.0, 40.0);
+        DefectEvent {
+            event_id: "18bcf1c2a40-7".into(),
+            track_id: 7,
+            kind,
+            first_seen: SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_millis(1_700_000_001_200),
+            last_seen: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_003_400),
+            frames_seen: 12,
+            best: BestSighting {
+                sequence: 1031,
+                captured_at: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_millis(1_700_000_002_000),
+                quad,
+                bbox: quad.bbox(),
+                centrality: 0.9,
+                delta_t: Some(24.0),
+                defect_score: 0.97,
+            },
+            defect_score: 0.98,
+            anomaly_class: "Hot-Spot".into(),
+            delta_t: None,
+            unit: TemperatureUnit::Celsius,
+            severity: Some(Severity::SAFETY),
+            position,
+            crop: None,
+        }
+    }
+
+    /// The events payload is, byte for byte, what it was when it flattened
+    /// the tracker's event (whose serde form the analysis tests pin).
+    #[test]
+    fn event_message_keeps_its_wire_form() {
+        let position = Position {
+            latitude: 48.1,
+            longitude: 11.5,
+            altitude: None,
+            source: "fixed".into(),
+            fix_age_s: None,
+            fix_time: None,
+        };
+        for (kind, name) in [
+            (EventKind::New, "new"),
+            (EventKind::Update, "update"),
+            (EventKind::End, "end"),
+        ] {
+            for position in [None, Some(position.clone())] {
+                let e = event(kind, position);
+                let thumbnail = ThumbnailRef {
+                    topic: "pvtherm/roof-a/events/thumbnail".into(),
+                    bytes: 1234,
+                };
+                let json =
+                    String::from_utf8(to_json(&EventMessage::new("roof-a", &e, Some(thumbnail))))
+                        .unwrap();
+                let tracker = serde_json::to_string(&e).unwrap();
+                let expected = format!(
+                    r#"{{"schema":1,"device":"roof-a",{},"thumbnail":{{"topic":"pvtherm/roof-a/events/thumbnail","bytes":1234}}}}"#,
+                    &tracker[1..tracker.len() - 1]
+                );
+                assert_eq!(json, expected);
+                assert!(json.contains(&format!(r#""type":"{name}""#)), "{json}");
+            }
+        }
+    }
+
+    /// `broker` in the stats payload keeps the alphabetical key order it had
+    /// as an untyped JSON value, down to the per-class counters.
+    #[test]
+    fn broker_stats_keep_their_names_and_order() {
+        let mut published = ClassCounts::default();
+        published.add(MessageClass::Stats, 6);
+        published.add(MessageClass::Detections, 2);
+        published.add(MessageClass::Camera, 1);
+        let stats = PublisherStats {
+            connected: true,
+            link: "connected to 127.0.0.1:1883".into(),
+            reconnects: 0,
+            connection_failures: 1,
+            published,
+            outbox_depth: 3,
+            outbox_bytes: 4096,
+            in_flight: 2,
+            dropped: ClassCounts::default(),
+            last_error: None,
+        };
+        let json = String::from_utf8(to_json(&BrokerStats::from(&stats))).unwrap();
+        assert_eq!(
+            json,
+            r#"{"connected":true,"connection_failures":1,"dropped":{},"in_flight":2,"last_error":null,"link":"connected to 127.0.0.1:1883","outbox_bytes":4096,"outbox_depth":3,"published":{"camera":1,"detections":2,"stats":6},"reconnects":0}"#
+        );
+    }
 }

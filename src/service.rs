@@ -41,6 +41,8 @@ use log::{LevelFilter, Log, Metadata, Record};
 use sd_notify::NotifyState;
 use systemd_journal_logger::JournalLog;
 
+use crate::lock::IgnorePoison;
+
 /// The `SYSLOG_IDENTIFIER` of journal entries (`journalctl -t pvtherm`), and
 /// the prefix of log targets that belong to this crate.
 const IDENTIFIER: &str = "pvtherm";
@@ -326,11 +328,11 @@ impl WatchdogPinger {
                 let (lock, cvar) = &*stop_thread;
                 let mut seen = heartbeat.count();
                 let mut stalled = false;
-                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut stopped = lock.lock().ignore_poison();
                 loop {
                     let (guard, _) = cvar
                         .wait_timeout_while(stopped, period, |stop| !*stop)
-                        .unwrap_or_else(|e| e.into_inner());
+                        .ignore_poison();
                     stopped = guard;
                     if *stopped {
                         return;
@@ -366,7 +368,7 @@ impl WatchdogPinger {
 
     fn shutdown(&mut self) {
         let (lock, cvar) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *lock.lock().ignore_poison() = true;
         cvar.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -229,6 +229,58 @@ fn replay_run_publishes_every_documented_topic() {
     assert!(last["broker"]["connected"].is_boolean(), "{last}");
 }
 
+/// The daemon's own stop path, driven by a test instead of SIGTERM: the
+/// shutdown future `pvtherm run` builds from the signals is just one such
+/// future. Stopped mid-replay, it delivers every frame it processed, the final
+/// stats after them, and says offline.
+#[test]
+fn a_shutdown_future_stops_the_daemon_mid_run_and_loses_nothing() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let frames = frames_dir(dir.path(), 20);
+    let sub = Subscriber::start(&broker.mqtt_config(), "pvtherm/#", None);
+    let path = write_config(dir.path(), &broker, &frames, "in-proc", 2.0, "");
+    let config = pvtherm::config::Config::load(&path).unwrap();
+    let source = config.source.open().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = std::thread::spawn(move || {
+        pvtherm::pipeline::run_daemon(config, source, async {
+            let _ = stopped.await;
+        })
+    });
+    assert!(
+        sub.wait_for(Duration::from_secs(60), |m| m
+            .iter()
+            .any(|m| m.topic.ends_with("/detections"))),
+        "first detections"
+    );
+    stop.send(()).unwrap();
+    daemon.join().unwrap().expect("clean stop");
+    assert!(sub.wait_for(Duration::from_secs(5), |m| m
+        .iter()
+        .any(|m| m.topic.ends_with("availability") && m.payload == b"offline")));
+
+    let t = |s: &str| format!("pvtherm/in-proc/{s}");
+    let detections = sub.on_topic(&t("detections")).len() as u64;
+    assert!(
+        (1..20).contains(&detections),
+        "stopped mid-run: {detections} frames"
+    );
+    let stats: Vec<Value> = sub.on_topic(&t("stats")).iter().map(json).collect();
+    let last = stats.last().expect("stats published");
+    assert_eq!(
+        last["frames_processed"].as_u64(),
+        Some(detections),
+        "the final stats count every processed frame, and each one was delivered"
+    );
+    let availability: Vec<String> = sub
+        .on_topic(&t("availability"))
+        .iter()
+        .map(Received::text)
+        .collect();
+    assert_eq!(availability.last().map(String::as_str), Some("offline"));
+}
+
 #[test]
 fn broker_outage_loses_no_detection_and_keeps_capture_order() {
     let mut broker = Mosquitto::start_with(MosquittoOptions {

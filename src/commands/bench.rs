@@ -18,8 +18,8 @@ use super::ModelArgs;
 use crate::analysis::AnalysisConfig;
 use crate::config::OutputConfig;
 use crate::inspect::Inspector;
+use crate::messages::MessageBuilder;
 use crate::model::{ModelConfig, ModelStack, Precision};
-use crate::pipeline::MessageBuilder;
 use crate::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
 use crate::render::{RenderOptions, Renderer};
 
@@ -137,7 +137,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "messages: JSON, thumbnails, snapshot",
             n,
             || {
-                batch = builder.frame_messages(&frame, &inspection);
+                batch = builder.frame_messages(&frame, &inspection.analysis, inspection.latency_ms);
                 Ok(())
             },
         )?);

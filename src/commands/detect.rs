@@ -51,6 +51,7 @@ pub struct SurveyReport {
     pub model: ModelInfo,
     pub images: Vec<DetectionsMessage>,
     /// Defects grouped per physical module over consecutive images.
+    #[serde(serialize_with = "crate::messages::defect_reports")]
     pub defects: Vec<DefectEvent>,
     pub summary: SurveySummary,
 }

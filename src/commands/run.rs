@@ -37,5 +37,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         .source
         .open()
         .context("cannot open the frame source")?;
-    crate::pipeline::run_daemon(config, source)
+    let shutdown = async {
+        match crate::service::shutdown_signal().await {
+            Ok(s) => {
+                log::info!("{s} received: finishing the frame in flight, flushing, going offline")
+            }
+            Err(e) => log::error!("cannot listen for signals: {e}"),
+        }
+    };
+    crate::pipeline::run_daemon(config, source, shutdown)
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use anyhow::{anyhow, Context, Result};
 
 use super::Outgoing;
+use crate::lock::IgnorePoison;
 
 /// Hands batches of durable messages to the commit thread, one at a time.
 pub(super) struct Committer {
@@ -49,7 +50,7 @@ impl Committer {
             .spawn(move || {
                 for batch in rx {
                     let result = commit(batch);
-                    let mut p = shared.lock();
+                    let mut p = shared.progress.lock().ignore_poison();
                     p.pending = false;
                     if let Err(e) = result {
                         log::error!("outbox: could not store messages: {e:#}");
@@ -62,10 +63,6 @@ impl Committer {
         Ok(committer)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Waits for the previous batch to be committed, then hands over `batch`.
     /// Fails if the previous commit failed (that batch is lost: the disk is
     /// failing) or the committer is closed.
@@ -76,7 +73,7 @@ impl Committer {
                 "the outbox could not store earlier messages: {failure}"
             ));
         }
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = self.tx.lock().ignore_poison();
         let tx = tx
             .as_ref()
             .ok_or_else(|| anyhow!("the outbox is closed: message not accepted"))?;
@@ -95,21 +92,18 @@ impl Committer {
 
     /// Whether no batch is on its way to the disk.
     pub(super) fn is_idle(&self) -> bool {
-        !self.lock().pending
+        !self.progress.lock().ignore_poison().pending
     }
 
     /// Refuses further batches and lets the thread end once it is idle.
     pub(super) fn close(&self) {
         self.flush();
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.tx.lock().ignore_poison().take();
     }
 
     fn wait_idle(&self) -> MutexGuard<'_, Progress> {
-        let mut p = self.lock();
-        while p.pending {
-            p = self.changed.wait(p).unwrap_or_else(|p| p.into_inner());
-        }
-        p
+        let p = self.progress.lock().ignore_poison();
+        self.changed.wait_while(p, |p| p.pending).ignore_poison()
     }
 }
 

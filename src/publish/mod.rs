@@ -1,7 +1,7 @@
 //! Delivery layer: gets the pipeline's messages to the control room over MQTT
 //! without losing any of them, whatever the payloads say.
 //!
-//! # How the lead calls it
+//! # Use
 //!
 //! ```no_run
 //! # async fn demo(config_mqtt: pvtherm::publish::MqttConfig,
@@ -42,6 +42,8 @@
 
 pub mod broker;
 mod committer;
+mod delivery;
+mod link;
 pub mod mqtt;
 pub mod outbox;
 mod publisher;
@@ -234,7 +236,8 @@ fn validate_topic_suffix(suffix: &str) -> Result<()> {
 }
 
 /// A counter per [`MessageClass`] (published, dropped). Serializes as a JSON object
-/// `{"detections": 3, ...}` with only the non-zero classes.
+/// `{"defect": 1, "detections": 3, ...}` with only the non-zero classes, in the
+/// order of their names (the order the stats payload has always had).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassCounts([u64; MessageClass::ALL.len()]);
 
@@ -262,9 +265,15 @@ impl ClassCounts {
 
 impl Serialize for ClassCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for (class, n) in self.iter().filter(|(_, n)| *n > 0) {
-            map.serialize_entry(class.as_str(), &n)?;
+        let mut counts: Vec<(&str, u64)> = self
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(class, n)| (class.as_str(), n))
+            .collect();
+        counts.sort_unstable();
+        let mut map = serializer.serialize_map(Some(counts.len()))?;
+        for (name, n) in counts {
+            map.serialize_entry(name, &n)?;
         }
         map.end()
     }
@@ -302,6 +311,12 @@ mod tests {
         let mut counts = ClassCounts::default();
         counts.add(MessageClass::Defect, 2);
         assert_eq!(serde_json::to_string(&counts).unwrap(), r#"{"defect":2}"#);
+        counts.add(MessageClass::Camera, 1);
+        counts.add(MessageClass::Detections, 3);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"camera":1,"defect":2,"detections":3}"#
+        );
     }
 
     #[test]

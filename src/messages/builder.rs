@@ -1,0 +1,243 @@
+//! How an analysed frame becomes the messages the publisher delivers: the
+//! payloads of [`crate::messages`] serialised, thumbnails and snapshots
+//! rendered and tagged with the id of the JSON message they belong to.
+
+use std::time::{Instant, SystemTime};
+
+use log::warn;
+
+use super::{
+    to_json, CameraMessage, DefectMessage, DetectionsMessage, EventMessage, FrameInfo, ModelInfo,
+    ModuleReport, ThumbnailRef, SCHEMA_VERSION,
+};
+use crate::analysis::tracking::{DefectEvent, EventKind};
+use crate::analysis::FrameAnalysis;
+use crate::config::OutputConfig;
+use crate::frame::Frame;
+use crate::publish::{Identity, MessageClass, Outgoing};
+use crate::render::{self, Renderer};
+use crate::source::SourceState;
+
+/// Turns one analysed frame into the messages to publish.
+pub struct MessageBuilder {
+    identity: Identity,
+    output: OutputConfig,
+    model: ModelInfo,
+    /// Distinguishes message ids of this run from those of earlier runs.
+    run_id: String,
+    last_snapshot: Option<Instant>,
+    renderer: Renderer,
+}
+
+impl MessageBuilder {
+    /// A builder for this device and output settings.
+    pub fn new(
+        identity: Identity,
+        output: OutputConfig,
+        model: ModelInfo,
+        renderer: Renderer,
+    ) -> Self {
+        let started = crate::analysis::rfc3339::unix_millis(SystemTime::now());
+        Self {
+            identity,
+            output,
+            model,
+            run_id: format!("{started:x}"),
+            last_snapshot: None,
+            renderer,
+        }
+    }
+
+    /// The JPEG of `image` with `id` in its comment segment, or `None` (logged)
+    /// when it cannot be encoded: a picture is never worth losing the message.
+    fn jpeg(&self, image: Option<image::RgbImage>, id: &str) -> Option<Vec<u8>> {
+        let jpeg = render::encode_jpeg(&image?, self.output.jpeg_quality)
+            .map_err(|e| warn!("{id}: no thumbnail: {e:#}"))
+            .ok()?;
+        Some(with_jpeg_comment(&jpeg, &format!("pvtherm-id={id}")))
+    }
+
+    /// Messages for one frame: detections, a defect message (+ thumbnail) per
+    /// defective module, the tracker's events, and the snapshot when due.
+    /// `latency_ms` is the frame's inference time.
+    pub fn frame_messages(
+        &mut self,
+        frame: &Frame,
+        analysis: &FrameAnalysis,
+        latency_ms: f32,
+    ) -> Vec<Outgoing> {
+        let device = self.identity.device().to_string();
+        let mut out = Vec::new();
+        let message_id = format!("{device}-{}-{}", self.run_id, frame.sequence);
+        if !analysis.modules.is_empty() || self.output.publish_empty_frames {
+            let msg = DetectionsMessage::new(
+                message_id.clone(),
+                &device,
+                frame,
+                &self.model,
+                latency_ms,
+                analysis,
+            );
+            out.push(Outgoing::new(
+                MessageClass::Detections,
+                "detections",
+                to_json(&msg),
+            ));
+        }
+        for (index, m) in analysis
+            .modules
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.detection.defect.defective)
+        {
+            let defect_id = format!("{message_id}-m{index}");
+            let thumbnail = if self.output.thumbnails {
+                let image = self.renderer.module_thumbnail(frame, &m.detection.quad);
+                self.jpeg(image, &defect_id)
+            } else {
+                None
+            };
+            let msg = DefectMessage {
+                schema: SCHEMA_VERSION,
+                message_id: defect_id,
+                detections_id: message_id.clone(),
+                device: device.clone(),
+                frame: FrameInfo::of(frame),
+                unit: analysis.unit,
+                module: ModuleReport::of(index, m),
+                thumbnail: self.thumbnail_ref("defects/thumbnail", thumbnail.as_deref()),
+            };
+            out.push(Outgoing::new(
+                MessageClass::Defect,
+                "defects",
+                to_json(&msg),
+            ));
+            if let Some(jpeg) = thumbnail {
+                out.push(Outgoing::new(
+                    MessageClass::DefectThumbnail,
+                    "defects/thumbnail",
+                    jpeg,
+                ));
+            }
+        }
+        out.extend(self.event_messages(&analysis.events));
+        if self.snapshot_due() {
+            let image = self.renderer.overview(frame, analysis);
+            if let Some(jpeg) = self.jpeg(Some(image), &message_id) {
+                out.push(Outgoing::new(MessageClass::Snapshot, "snapshot", jpeg));
+            }
+        }
+        out
+    }
+
+    /// Messages for defect events (`new`/`update`/`end`), each followed by its
+    /// best thumbnail on `events/thumbnail` for `new` and `update`.
+    pub fn event_messages(&mut self, events: &[DefectEvent]) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for event in events {
+            let thumbnail = if self.output.thumbnails && event.kind != EventKind::End {
+                let image = self.renderer.event_thumbnail(event);
+                self.jpeg(image, &event.event_id)
+            } else {
+                None
+            };
+            let msg = EventMessage::new(
+                self.identity.device(),
+                event,
+                self.thumbnail_ref("events/thumbnail", thumbnail.as_deref()),
+            );
+            out.push(Outgoing::new(
+                MessageClass::DefectEvent,
+                "events",
+                to_json(&msg),
+            ));
+            if let Some(jpeg) = thumbnail {
+                out.push(Outgoing::new(
+                    MessageClass::DefectThumbnail,
+                    "events/thumbnail",
+                    jpeg,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Where a JSON message's JPEG goes (`suffix`), when there is one.
+    fn thumbnail_ref(&self, suffix: &str, jpeg: Option<&[u8]>) -> Option<ThumbnailRef> {
+        jpeg.map(|t| ThumbnailRef {
+            topic: self.identity.topic(suffix),
+            bytes: t.len(),
+        })
+    }
+
+    /// Whether a snapshot is due (`snapshot_interval`); if so, restarts the interval.
+    fn snapshot_due(&mut self) -> bool {
+        let interval = self.output.snapshot_interval;
+        if interval.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let due = self
+            .last_snapshot
+            .is_none_or(|t| now.duration_since(t) >= interval);
+        if due {
+            self.last_snapshot = Some(now);
+        }
+        due
+    }
+}
+
+/// The retained `camera` message for a change of the source's state.
+pub(crate) fn camera_message(
+    identity: &Identity,
+    source: &str,
+    radiometric: bool,
+    state: &SourceState,
+) -> Outgoing {
+    let (s, reason) = match state {
+        SourceState::Online => ("online", None),
+        SourceState::Offline { reason } => ("offline", Some(reason.clone())),
+    };
+    let msg = CameraMessage {
+        schema: SCHEMA_VERSION,
+        device: identity.device().to_string(),
+        state: s,
+        reason,
+        source: source.to_string(),
+        radiometric,
+        since: SystemTime::now(),
+    };
+    Outgoing::new(MessageClass::Camera, "camera", to_json(&msg))
+}
+
+/// `jpeg` with a comment segment (COM) holding `text` right after the start
+/// marker: the thumbnail stays a valid JPEG and carries the id of the JSON
+/// message it belongs to (MQTT 3.1.1 has no message properties to carry it).
+pub(crate) fn with_jpeg_comment(jpeg: &[u8], text: &str) -> Vec<u8> {
+    if jpeg.len() < 2 || jpeg[..2] != [0xFF, 0xD8] || text.len() > 60_000 {
+        return jpeg.to_vec();
+    }
+    let len = (text.len() + 2) as u16;
+    let mut out = Vec::with_capacity(jpeg.len() + text.len() + 4);
+    out.extend_from_slice(&jpeg[..2]);
+    out.extend_from_slice(&[0xFF, 0xFE]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_comment_keeps_a_decodable_jpeg() {
+        let img = image::RgbImage::from_pixel(16, 8, image::Rgb([200, 10, 10]));
+        let jpeg = render::encode_jpeg(&img, 80).unwrap();
+        let tagged = with_jpeg_comment(&jpeg, "pvtherm-id=dev-1-2-m3");
+        let decoded = image::load_from_memory(&tagged).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (16, 8));
+        assert!(tagged.windows(21).any(|w| w == b"pvtherm-id=dev-1-2-m3"));
+    }
+}

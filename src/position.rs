@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::lock::IgnorePoison;
+
 /// Which position source to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,7 +200,7 @@ impl GpsdClient {
 
     /// The latest fix if it is younger than the configured maximum age.
     fn latest(&self) -> Option<Position> {
-        let guard = self.fix.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.fix.lock().ignore_poison();
         let (pos, at) = guard.as_ref()?;
         let age = at.elapsed();
         (age <= self.max_age).then(|| Position {
@@ -276,7 +278,7 @@ fn gpsd_session(address: &str, fix: &SharedFix, stop: &AtomicBool) -> Result<()>
             Ok(_) => {
                 if line.ends_with('\n') {
                     if let Some(p) = parse_tpv(&line) {
-                        *fix.lock().unwrap_or_else(|e| e.into_inner()) = Some((p, Instant::now()));
+                        *fix.lock().ignore_poison() = Some((p, Instant::now()));
                     }
                     line.clear();
                 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use check::{duration_in_range, in_range, MAX_PERIOD};
+pub use serde_helpers::parse_duration_arg;
 
 use crate::analysis::AnalysisConfig;
 use crate::model::ModelConfig;

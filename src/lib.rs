@@ -6,7 +6,6 @@
 //! durable outbox. [`service`] ties the daemon to systemd.
 
 pub mod analysis;
-pub mod commands;
 pub mod config;
 pub mod crop;
 pub mod eval;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use pvtherm::commands;
+mod commands;
 
 /// Thermographic inspection of PV plants on an edge box: thermal camera ->
 /// ONNX module detector and defect classifier -> MQTT.

@@ -282,7 +282,7 @@ impl DefectReport {
 
 /// Serialises tracker events as their [`DefectReport`]s (the `defects` of the
 /// survey report).
-pub(crate) fn defect_reports<S: Serializer>(
+pub fn defect_reports<S: Serializer>(
     events: &[DefectEvent],
     s: S,
 ) -> Result<S::Ok, S::Error> {

@@ -15,13 +15,13 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::ModelArgs;
-use crate::analysis::AnalysisConfig;
-use crate::config::OutputConfig;
-use crate::inspect::Inspector;
-use crate::messages::MessageBuilder;
-use crate::model::{ModelConfig, ModelStack, Precision};
-use crate::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
-use crate::render::{RenderOptions, Renderer};
+use pvtherm::analysis::AnalysisConfig;
+use pvtherm::config::OutputConfig;
+use pvtherm::inspect::Inspector;
+use pvtherm::messages::MessageBuilder;
+use pvtherm::model::{ModelConfig, ModelStack, Precision};
+use pvtherm::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
+use pvtherm::render::{RenderOptions, Renderer};
 
 /// Arguments of `pvtherm bench`.
 #[derive(clap::Args, Debug)]
@@ -63,7 +63,7 @@ pub struct StageTiming {
 
 /// Entry point of `pvtherm bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    let frame = crate::imageio::load_frame(&args.image, 0)?;
+    let frame = pvtherm::imageio::load_frame(&args.image, 0)?;
     let precisions = if args.both {
         vec![Precision::Int8, Precision::F32]
     } else {
@@ -77,7 +77,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut frame_ms: Vec<(&'static str, f64)> = Vec::new();
     let mut batch: Vec<Outgoing> = Vec::new();
     rows.push(timing("-", "decode image", n, || {
-        crate::imageio::load_frame(&args.image, 0).map(drop)
+        pvtherm::imageio::load_frame(&args.image, 0).map(drop)
     })?);
     for precision in precisions {
         let config = ModelConfig {
@@ -237,7 +237,7 @@ fn timing(
     })
 }
 
-fn print_table(args: &BenchArgs, frame: &crate::frame::Frame, rows: &[StageTiming]) {
+fn print_table(args: &BenchArgs, frame: &pvtherm::frame::Frame, rows: &[StageTiming]) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "{} ({}x{}), detector on {} thread(s), classifier on 1, {} iterations, load average {}",

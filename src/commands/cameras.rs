@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::source::v4l2::{describe_device, video_nodes, DeviceInfo};
+use pvtherm::source::v4l2::{describe_device, video_nodes, DeviceInfo};
 
 /// Arguments of `pvtherm cameras`.
 #[derive(clap::Args, Debug)]
@@ -76,7 +76,7 @@ fn render_text(d: &DeviceInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::v4l2::{FormatInfo, SizeInfo, SizeOffer};
+    use pvtherm::source::v4l2::{FormatInfo, SizeInfo, SizeOffer};
 
     #[test]
     fn text_marks_usable_formats() {
@@ -92,7 +92,7 @@ mod tests {
             formats: vec![FormatInfo {
                 fourcc: "Y16".into(),
                 description: "16-bit Greyscale".into(),
-                pvtherm_format: Some(crate::source::formats::PixelFormat::Y16),
+                pvtherm_format: Some(pvtherm::source::formats::PixelFormat::Y16),
                 sizes: vec![SizeInfo {
                     size: SizeOffer::Discrete {
                         width: 160,

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::frame::{Frame, Pixels};
-use crate::source::formats::RadiometricMode;
-use crate::source::v4l2::{DeviceChoice, FormatChoice, V4l2Config, V4l2Source};
-use crate::source::{FrameSource, SourceEvent, SourceState};
+use pvtherm::frame::{Frame, Pixels};
+use pvtherm::source::formats::RadiometricMode;
+use pvtherm::source::v4l2::{DeviceChoice, FormatChoice, V4l2Config, V4l2Source};
+use pvtherm::source::{FrameSource, SourceEvent, SourceState};
 
 /// Arguments of `pvtherm capture`.
 #[derive(clap::Args, Debug)]
@@ -53,11 +53,11 @@ pub struct CaptureArgs {
     pub spots: Vec<(u32, u32)>,
     /// Time without a frame before the camera counts as lost ("2s", "500ms"
     /// or plain seconds).
-    #[arg(long, value_parser = crate::config::serde_helpers::parse_duration_arg)]
+    #[arg(long, value_parser = pvtherm::config::parse_duration_arg)]
     pub stall_timeout: Option<std::time::Duration>,
     /// Time between reopen attempts of a lost camera ("2s", "500ms" or plain
     /// seconds).
-    #[arg(long, value_parser = crate::config::serde_helpers::parse_duration_arg)]
+    #[arg(long, value_parser = pvtherm::config::parse_duration_arg)]
     pub reopen_interval: Option<std::time::Duration>,
     /// Fail unless the camera went offline, came back online and delivered
     /// frames again during --duration (a recovery test).
@@ -341,7 +341,7 @@ fn pgm_preview(frame: &Frame) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::radiometry::Radiometry;
+    use pvtherm::radiometry::Radiometry;
     use std::time::SystemTime;
 
     fn frame(pixels: Pixels, w: u32, h: u32) -> Frame {

@@ -9,14 +9,14 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::ModelArgs;
-use crate::analysis::tracking::DefectEvent;
-use crate::analysis::AnalysisConfig;
-use crate::config::Config;
-use crate::imageio::image_files_in;
-use crate::inspect::Inspector;
-use crate::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
-use crate::model::ModelConfig;
-use crate::render::{self, RenderOptions, Renderer};
+use pvtherm::analysis::tracking::DefectEvent;
+use pvtherm::analysis::AnalysisConfig;
+use pvtherm::config::Config;
+use pvtherm::imageio::image_files_in;
+use pvtherm::inspect::Inspector;
+use pvtherm::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
+use pvtherm::model::ModelConfig;
+use pvtherm::render::{self, RenderOptions, Renderer};
 
 /// Arguments of `pvtherm detect`.
 #[derive(clap::Args, Debug)]
@@ -51,7 +51,7 @@ pub struct SurveyReport {
     pub model: ModelInfo,
     pub images: Vec<DetectionsMessage>,
     /// Defects grouped per physical module over consecutive images.
-    #[serde(serialize_with = "crate::messages::defect_reports")]
+    #[serde(serialize_with = "pvtherm::messages::defect_reports")]
     pub defects: Vec<DefectEvent>,
     pub summary: SurveySummary,
 }
@@ -207,7 +207,7 @@ fn inspect_one(
     sequence: u64,
     out: Option<&Path>,
 ) -> Result<(DetectionsMessage, Vec<DefectEvent>)> {
-    let frame = crate::imageio::load_frame(file, sequence)?;
+    let frame = pvtherm::imageio::load_frame(file, sequence)?;
     // No live position: the box running `detect` is not where the survey
     // images were taken.
     let inspection = inspector

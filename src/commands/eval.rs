@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::ModelArgs;
-use crate::eval::{read_annotations, EvalReport, Tally};
-use crate::imageio::image_files_in;
+use pvtherm::eval::{read_annotations, EvalReport, Tally};
+use pvtherm::imageio::image_files_in;
 
 /// Lowest detector score decoded for the AP curve.
 const AP_FLOOR: f32 = 0.05;
@@ -43,7 +43,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let requested = args.model.score_threshold;
     let mut config = args.model.to_config();
     config.score_threshold = Some(requested.map_or(AP_FLOOR, |t| t.min(AP_FLOOR)));
-    let mut stack = crate::model::ModelStack::load(&config)?;
+    let mut stack = pvtherm::model::ModelStack::load(&config)?;
     let operating = match requested {
         Some(t) => t,
         None => stack.detector.tuned_score_threshold()?,
@@ -68,7 +68,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 continue;
             }
             let truth = read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
-            let frame = crate::imageio::load_frame(&image, tally.images as u64)?;
+            let frame = pvtherm::imageio::load_frame(&image, tally.images as u64)?;
             let start = Instant::now();
             let pred = stack
                 .infer(&frame)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::model::{ModelConfig, ModelStack, Precision};
+use pvtherm::model::{ModelConfig, Precision};
 
 /// Model choice shared by `detect` and `eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct ModelArgs {
     pub defect_threshold: Option<f32>,
     /// Threads for the detector's matrix products [default: 1, or the config
     /// file's].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=crate::model::MAX_THREADS as i64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=pvtherm::model::MAX_THREADS as i64))]
     pub threads: Option<u16>,
 }
 
@@ -76,11 +76,6 @@ impl ModelArgs {
             threads: self.threads.map_or(base.threads, usize::from),
         }
     }
-
-    /// Loads the models these arguments name.
-    pub fn load(&self) -> Result<ModelStack> {
-        ModelStack::load(&self.to_config())
-    }
 }
 
 /// Parses `WIDTHxHEIGHT`.
@@ -98,7 +93,7 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 
 /// `pvtherm check-config FILE`: parse and validate, print a summary, start nothing.
 pub fn check_config(file: &Path) -> Result<()> {
-    let config = crate::config::Config::load(file)?;
+    let config = pvtherm::config::Config::load(file)?;
     println!("{}: OK", file.display());
     for warning in &config.warnings {
         println!("{}: warning: {warning}", file.display());

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use pvtherm::config::Config;
 
 /// Arguments of `pvtherm run`.
 #[derive(clap::Args, Debug)]
@@ -28,7 +28,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .level
         .parse()
         .unwrap_or(log::LevelFilter::Info);
-    crate::service::init_logging(level).context("cannot set up logging")?;
+    pvtherm::service::init_logging(level).context("cannot set up logging")?;
     log::info!("configuration {} loaded", args.config.display());
     for warning in &config.warnings {
         log::warn!("{}: {warning}", args.config.display());
@@ -38,12 +38,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         .open()
         .context("cannot open the frame source")?;
     let shutdown = async {
-        match crate::service::shutdown_signal().await {
+        match pvtherm::service::shutdown_signal().await {
             Ok(s) => {
                 log::info!("{s} received: finishing the frame in flight, flushing, going offline")
             }
             Err(e) => log::error!("cannot listen for signals: {e}"),
         }
     };
-    crate::pipeline::run_daemon(config, source, shutdown)
+    pvtherm::pipeline::run_daemon(config, source, shutdown)
 }

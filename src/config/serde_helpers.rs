@@ -79,7 +79,7 @@ pub(crate) mod duration {
 
 /// Parses a command-line duration the way the file reads one: `"500ms"`,
 /// `"2s"`, or a plain number of seconds (`"0.5"`), as a clap value parser.
-pub(crate) fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
         Ok(secs) => seconds(secs)
             .ok_or_else(|| format!("{text:?} is not a duration: write e.g. \"500ms\" or \"2s\"")),

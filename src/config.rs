@@ -4,10 +4,7 @@
 //! sections. Unknown keys are rejected, and errors name the file, the line
 //! and the key.
 
-mod check;
-pub(crate) mod serde_helpers;
-#[cfg(test)]
-pub(crate) mod test_support;
+mod renamed_keys;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use check::{duration_in_range, in_range, MAX_PERIOD};
-pub use serde_helpers::parse_duration_arg;
+use crate::config_value::{duration_in_range, in_range, MAX_PERIOD};
 
 use crate::analysis::AnalysisConfig;
 use crate::model::ModelConfig;
@@ -134,7 +130,7 @@ impl Default for PipelineConfig {
 pub struct OutputConfig {
     /// Time between retained annotated snapshots (`"0s"` = never). Read
     /// from `snapshot_interval_s` (seconds) in older files.
-    #[serde(with = "serde_helpers::duration", alias = "snapshot_interval_s")]
+    #[serde(with = "crate::config_value::duration", alias = "snapshot_interval_s")]
     pub snapshot_interval: Duration,
     /// JPEG quality of snapshots and thumbnails (1..100).
     pub jpeg_quality: u8,
@@ -142,7 +138,7 @@ pub struct OutputConfig {
     pub thumbnails: bool,
     /// Time between stats messages. Read from `stats_interval_s` (seconds)
     /// in older files.
-    #[serde(with = "serde_helpers::duration", alias = "stats_interval_s")]
+    #[serde(with = "crate::config_value::duration", alias = "stats_interval_s")]
     pub stats_interval: Duration,
     /// Publish a detections message also for frames without modules.
     pub publish_empty_frames: bool,
@@ -239,7 +235,7 @@ impl Config {
         let file: toml::Table = toml::from_str(text)?;
         let defaults = toml::Table::try_from(Config::default())
             .context("the default configuration does not serialize")?;
-        Ok(serde_helpers::old_style_warnings(&file, &defaults))
+        Ok(renamed_keys::old_style_warnings(&file, &defaults))
     }
 
     /// Reads `[analysis.render]`, where files written before `[render]`
@@ -385,7 +381,7 @@ mod tests {
 
     #[test]
     fn single_table_snippets_show_the_defaults_and_every_key_parses() {
-        use test_support::check_documented_snippet;
+        use crate::config_value::test_support::check_documented_snippet;
         let snippet = |name: &str| {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets");
             std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap()
@@ -426,7 +422,7 @@ mod tests {
             );
         }
         // Every renamed key is still read under its old name.
-        for (table, old_key, new_key) in serde_helpers::RENAMED_KEYS {
+        for (table, old_key, new_key) in renamed_keys::RENAMED_KEYS {
             let text = format!("[{table}]\n{old_key} = 1\n");
             let parsed = Config::parse(&text, Path::new("t.toml"))
                 .unwrap_or_else(|e| panic!("{table}.{old_key}: {e:#}"));

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod config_value;
 pub mod crop;
 pub mod eval;
 pub mod flir;

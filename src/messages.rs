@@ -282,10 +282,7 @@ impl DefectReport {
 
 /// Serialises tracker events as their [`DefectReport`]s (the `defects` of the
 /// survey report).
-pub fn defect_reports<S: Serializer>(
-    events: &[DefectEvent],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+pub fn defect_reports<S: Serializer>(events: &[DefectEvent], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(events.iter().map(DefectReport::of))
 }
 

@@ -53,10 +53,7 @@ pub struct PositionConfig {
     pub gpsd_address: String,
     /// A gpsd fix older than this is not used (default `"5s"`). Read from
     /// `max_fix_age_s` (seconds) in older files.
-    #[serde(
-        with = "crate::config::serde_helpers::duration",
-        alias = "max_fix_age_s"
-    )]
+    #[serde(with = "crate::config_value::duration", alias = "max_fix_age_s")]
     pub max_fix_age: Duration,
 }
 
@@ -85,17 +82,17 @@ impl PositionConfig {
             }
         }
         if let Some(altitude) = self.altitude {
-            crate::config::in_range(
+            crate::config_value::in_range(
                 "[analysis.position] altitude",
                 altitude,
                 -1000.0..=100_000.0,
                 " m",
             )?;
         }
-        crate::config::duration_in_range(
+        crate::config_value::duration_in_range(
             "[analysis.position] max_fix_age",
             self.max_fix_age,
-            Duration::from_millis(1)..=crate::config::MAX_PERIOD,
+            Duration::from_millis(1)..=crate::config_value::MAX_PERIOD,
         )?;
         if self.source == PositionSourceKind::Gpsd && self.gpsd_address.trim().is_empty() {
             bail!("analysis.position.gpsd_address is empty (e.g. \"127.0.0.1:2947\")");

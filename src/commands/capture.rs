@@ -53,11 +53,11 @@ pub struct CaptureArgs {
     pub spots: Vec<(u32, u32)>,
     /// Time without a frame before the camera counts as lost ("2s", "500ms"
     /// or plain seconds).
-    #[arg(long, value_parser = pvtherm::config::parse_duration_arg)]
+    #[arg(long, value_parser = pvtherm::config_value::parse_duration_arg)]
     pub stall_timeout: Option<std::time::Duration>,
     /// Time between reopen attempts of a lost camera ("2s", "500ms" or plain
     /// seconds).
-    #[arg(long, value_parser = pvtherm::config::parse_duration_arg)]
+    #[arg(long, value_parser = pvtherm::config_value::parse_duration_arg)]
     pub reopen_interval: Option<std::time::Duration>,
     /// Fail unless the camera went offline, came back online and delivered
     /// frames again during --duration (a recovery test).

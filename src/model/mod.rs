@@ -96,7 +96,7 @@ impl ModelConfig {
     /// box can hold, thresholds that are probabilities, a thread count this
     /// build can run, model files that exist.
     pub fn validate(&self) -> Result<()> {
-        use crate::config::in_range;
+        use crate::config_value::in_range;
         for (key, side) in [
             ("[model] input_width", self.input_width),
             ("[model] input_height", self.input_height),

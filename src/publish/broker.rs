@@ -29,13 +29,13 @@ impl BrokerConfig {
     /// publishes). Checked also when the broker is off, so turning it on later
     /// does not reveal an old mistake.
     pub fn validate(&self) -> Result<()> {
-        crate::config::in_range(
+        crate::config_value::in_range(
             "[broker] max_payload_bytes",
             self.max_payload_bytes,
             1024..=128 * 1024 * 1024,
             " bytes",
         )?;
-        crate::config::in_range(
+        crate::config_value::in_range(
             "[broker] max_connections",
             self.max_connections,
             1..=10_000,
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn documented_snippet_parses_with_every_key() {
-        crate::config::test_support::check_documented_snippet::<BrokerConfig>(
+        crate::config_value::test_support::check_documented_snippet::<BrokerConfig>(
             "broker",
             include_str!("../../config/snippets/broker.toml"),
         );

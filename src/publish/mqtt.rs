@@ -1,8 +1,8 @@
 //! The `[mqtt]` config section and what is built from it: rumqttc options, the rustls
 //! client configuration (ring provider) and readable connection errors.
 
-use crate::config::serde_helpers::duration;
-use crate::config::{duration_in_range, in_range};
+use crate::config_value::duration;
+use crate::config_value::{duration_in_range, in_range};
 use anyhow::{bail, Context, Result};
 use rumqttc::{
     ConnectReturnCode, ConnectionError, MqttOptions, StateError, TlsConfiguration, Transport,
@@ -174,7 +174,7 @@ impl MqttConfig {
         duration_in_range(
             "[mqtt] reconnect_max",
             self.reconnect_max,
-            Duration::from_millis(1)..=crate::config::MAX_PERIOD,
+            Duration::from_millis(1)..=crate::config_value::MAX_PERIOD,
         )?;
         duration_in_range(
             "[mqtt] reconnect_initial",
@@ -184,7 +184,7 @@ impl MqttConfig {
         duration_in_range(
             "[mqtt] drain_timeout",
             self.drain_timeout,
-            Duration::ZERO..=crate::config::MAX_PERIOD,
+            Duration::ZERO..=crate::config_value::MAX_PERIOD,
         )?;
         if let Some(tls) = &self.tls {
             if tls.client_cert.is_some() != tls.client_key.is_some() {
@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn documented_snippet_parses_with_every_key() {
-        crate::config::test_support::check_documented_snippet::<MqttConfig>(
+        crate::config_value::test_support::check_documented_snippet::<MqttConfig>(
             "mqtt",
             include_str!("../../config/snippets/mqtt.toml"),
         );

@@ -9,8 +9,8 @@
 //! only counters; the payloads stay on disk until the publisher fetches a window.
 
 use super::{ClassCounts, MessageClass, Outgoing};
-use crate::config::serde_helpers::duration;
-use crate::config::{duration_in_range, in_range};
+use crate::config_value::duration;
+use crate::config_value::{duration_in_range, in_range};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -635,7 +635,7 @@ mod tests {
 
     #[test]
     fn documented_snippet_parses_with_every_key() {
-        crate::config::test_support::check_documented_snippet::<OutboxConfig>(
+        crate::config_value::test_support::check_documented_snippet::<OutboxConfig>(
             "outbox",
             include_str!("../../config/snippets/outbox.toml"),
         );

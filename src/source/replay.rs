@@ -45,7 +45,7 @@ impl ReplayConfig {
             bail!("[source.replay] path is not set: give a folder of images or one file");
         }
         if self.fps != 0.0 {
-            crate::config::in_range(
+            crate::config_value::in_range(
                 "[source.replay] fps",
                 self.fps,
                 0.001..=1000.0,

@@ -164,14 +164,14 @@ pub struct V4l2Config {
     /// frame), `yes` or `no`. Ignored for TC001 (always) and GREY/YUYV (never).
     pub radiometric: RadiometricMode,
     /// Time without a frame after which the camera counts as lost.
-    #[serde(with = "crate::config::serde_helpers::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub stall_timeout: Duration,
     /// Time between attempts to reopen a lost camera.
-    #[serde(with = "crate::config::serde_helpers::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub reopen_interval: Duration,
     /// Extra time a TC001 may pause before it counts as stalled: its
     /// shutter calibration ("click") stops the stream for up to a second.
-    #[serde(with = "crate::config::serde_helpers::duration")]
+    #[serde(with = "crate::config_value::duration")]
     pub tc001_calibration_grace: Duration,
 }
 
@@ -215,7 +215,7 @@ impl V4l2Config {
     /// at 1 fps needs a `stall_timeout` above 1 s), sizes and rates a driver
     /// could offer.
     pub fn validate(&self) -> anyhow::Result<()> {
-        use crate::config::{duration_in_range, in_range, MAX_PERIOD};
+        use crate::config_value::{duration_in_range, in_range, MAX_PERIOD};
         duration_in_range(
             "[source.v4l2] stall_timeout",
             self.stall_timeout,

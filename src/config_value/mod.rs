@@ -1,0 +1,13 @@
+//! Value types and checks that every configuration section shares: durations
+//! (humantime strings), numeric ranges, and the test of each section's
+//! documented snippet. A leaf module: the sections (`source`, `model`,
+//! `publish`, ...) use it for their own `validate`, and `config`, which
+//! composes the sections, uses them, so nothing here may import a section.
+
+pub mod duration;
+mod range;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use duration::parse_duration_arg;
+pub(crate) use range::{duration_in_range, in_range, MAX_PERIOD};

@@ -630,11 +630,11 @@ def run_folds(tab: ModuleTable, args, out_dir: Path, log) -> dict:
             model.load_state_dict(ck["model"])
             train_frames = [f for f, m in zip(tab.frames, mask) if m]
             pq = tab.predquads_npz(fd / "predquads.npz", mask)
-            bank = FrameBank(train_frames, rng, str(pq))
+            bank = FrameBank(train_frames, rng, str(pq), cut_weight=args.cut_weight)
             log(f"fold {k}: training on {len(train_frames)} frames ({int(bank.defect.sum())} defective modules), "
                 f"held out {int(held.sum())} modules ({int(tab.defect[held].sum())} defective)")
             model, steps = train(model, images, labels, tr, args.minutes, args.lr, rng, bank=bank,
-                                 batch_ism=args.batch_ism, batch_pv=args.batch_pv, tag=f"fold{k} ")
+                                 batch_ism=args.batch_ism, batch_pv=args.batch_pv, warmup=50, tag=f"fold{k} ")
             torch.save({"model": model.state_dict(), "cfg": model.cfg, "step": steps}, fd / "last.pt")
             meta = {"pvtherm.kind": "classifier", "pvtherm.name": "pvtherm-classifier",
                     "pvtherm.version": f"cv-fold{k}", "pvtherm.defect_threshold": "0.5",
@@ -677,9 +677,18 @@ def main(argv=None):
     ap.add_argument("--batch-pv", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--cut-weight", type=float, default=1.0,
+                    help="healthy modules cut by the frame edge are drawn this many times as often")
     ap.add_argument("--models", default=str(Path(__file__).resolve().parents[2]),
                     help="folder of the committed ONNX files (baseline)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--final", action="store_true",
+                    help="after the folds, fine-tune the same recipe on all frames and export it with the "
+                         "cross-validated operating point and fusion combiner to <work>/cv/<tag>/final/")
+    ap.add_argument("--version", default="0.5.0", help="pvtherm.version of the --final export")
+    ap.add_argument("--install", action="store_true",
+                    help="with --final: copy the final f32/int8 files to models/ if the cross-validation says it "
+                         "beats the committed classifier (see better_than_committed)")
     args = ap.parse_args(argv)
     data, work = Path(args.data), Path(args.work)
     t0 = time.time()
@@ -748,12 +757,103 @@ def main(argv=None):
         add_model(f"cv {args.tag}", {p: (oof[f"{p}_gt"], oof[f"{p}_pred"]) for p in ("f32", "int8")}, None, True)
         res["models"][f"cv {args.tag}"]["folds"] = folds
         res["models"][f"cv {args.tag}"]["recipe"] = {"pretrained": str(Path(args.pretrained).name),
-                                                     "minutes_per_fold": args.minutes, "lr": args.lr,
+                                                     "minutes_per_fold": args.minutes, "lr": args.lr, "cut_weight": args.cut_weight,
                                                      "batch_ism": args.batch_ism, "batch_pv": args.batch_pv}
+        if args.final:
+            final(tab, args, out_dir, res, vx, vy, log)
     print("\n".join(tables))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float) + "\n")
         log(f"wrote {args.json}")
+
+
+def fusion_metadata(branches: dict) -> dict:
+    """The `pvtherm.fusion` metadata value: per frame kind, z = bias + sum(w_i x_i) over the
+    features, defective when z >= logit_threshold."""
+    out = {"version": 1, "features": FUSION_FEATURES,
+           "feature_definitions": {
+               "defect_logit": "logits[12] of this classifier",
+               "delta": "(module max - reference) / spread",
+               "contrast": "(module max - module median) / spread",
+               "reference": "median over the frame's modules of the module medians",
+               "spread": "radiometric: 1 K; relative: interquartile range of the module medians (>= 1 raw count)",
+               "pixels": "pixels whose centres lie inside the module quad (even-odd rule), values in degrees C "
+                         "(radiometric) or raw counts (relative)"}}
+    for name, br in branches.items():
+        out[name] = {"weights": [round(w, 6) for w in br["weights"]], "bias": round(br["bias"], 6),
+                     "logit_threshold": round(br["logit_threshold"], 6)}
+    return out
+
+
+def better_than_committed(res: dict, new: str, old: str) -> tuple[bool, dict]:
+    """The install rule, fixed before the comparison: the new classifier must beat the committed one
+    on the mean over the two cameras of the classifier-only sighting AP on split.json's val frames
+    (the only frames on which both are out-of-sample), and not lose ISM 12-class accuracy."""
+    def ap_val(name):
+        e = res["models"][name]["f32"]["gt_quads_val_frames"]
+        return float(np.mean([e[s]["sighting"]["ap"] for s in SUBSETS]))
+
+    a_new, a_old = ap_val(new), ap_val(old)
+    i_new = res["models"][new]["ism"]["f32"]["acc12"]
+    i_old = res["models"][old]["ism"]["f32"]["acc12"]
+    ok = a_new > a_old and i_new >= i_old
+    return ok, {"val_frames_mean_ap": [a_new, a_old], "ism_acc12": [i_new, i_old], "better": ok}
+
+
+def final(tab, args, out_dir: Path, res: dict, vx, vy, log) -> None:
+    """The shipped model: the fold recipe on all frames, operating point and fusion from the CV."""
+    import shutil
+
+    import torch
+
+    from . import export as ex
+    from .data import ISM_CLASSES
+    from .nets import make_classifier
+    from .train_res import FrameBank, ism_arrays, train
+
+    cv = res["models"][f"cv {args.tag}"]["f32"]
+    fd = out_dir / "final"
+    fd.mkdir(parents=True, exist_ok=True)
+    f32p, i8p = fd / CLS_META_FILE.format("f32"), fd / CLS_META_FILE.format("int8")
+    meta = {"pvtherm.kind": "classifier", "pvtherm.name": "pvtherm-classifier", "pvtherm.version": args.version,
+            "pvtherm.defect_threshold": f"{cv['defect_threshold']:.4g}", "pvtherm.classes": ",".join(ISM_CLASSES),
+            "pvtherm.fusion": json.dumps(fusion_metadata(cv["fusion"]["branches"]), separators=(",", ":"))}
+    split = load_split()
+    ck_path = fd / "last.pt"
+    if ck_path.exists():
+        ck = torch.load(ck_path, map_location="cpu")
+        model = make_classifier(ck["cfg"])
+        model.load_state_dict(ck["model"])
+    else:
+        torch.set_num_threads(args.threads)
+        rng = np.random.default_rng(args.seed + 100)
+        torch.manual_seed(args.seed + 100)
+        ck = torch.load(args.pretrained, map_location="cpu")
+        model = make_classifier(ck["cfg"])
+        model.load_state_dict(ck["model"])
+        images, labels, tr, _, _ = ism_arrays(args.data, args.work, split)
+        pq = tab.predquads_npz(fd / "predquads.npz", np.ones(len(tab.frames), bool))
+        bank = FrameBank(tab.frames, rng, str(pq), cut_weight=args.cut_weight)
+        log(f"final: training on all {len(tab.frames)} frames")
+        model, steps = train(model, images, labels, tr, args.minutes, args.lr, rng, bank=bank,
+                             batch_ism=args.batch_ism, batch_pv=args.batch_pv, warmup=50, tag="final ")
+        torch.save({"model": model.state_dict(), "cfg": model.cfg, "step": steps}, ck_path)
+    ex.export_classifier_files(model, fd, meta, tab.frames, split, args)
+    name = f"final {args.tag} {args.version}"
+    res["models"][name] = {"ism": {p: ism_eval(q, vx, vy) for p, q in (("f32", f32p), ("int8", i8p))},
+                           "metadata": meta}
+    log(f"final: ISM acc f32 {res['models'][name]['ism']['f32']['acc12']:.3f}")
+    old = next(k for k in res["models"] if k.startswith("committed"))
+    new = f"cv {args.tag}"
+    res["models"][new]["ism"] = res["models"][name]["ism"]
+    ok, why = better_than_committed(res, new, old)
+    res["install"] = why
+    log(f"better than the committed classifier: {why}")
+    if args.install and ok:
+        models = Path(args.models)
+        for p in (f32p, i8p):
+            shutil.copyfile(p, models / p.name)
+        log(f"installed {f32p.name}, {i8p.name} in {models}")
 
 
 def fuse(logit_gt: np.ndarray, logit_pred: np.ndarray, tab: ModuleTable, prec: str) -> dict:

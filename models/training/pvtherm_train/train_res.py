@@ -81,7 +81,7 @@ class FrameBank:
     """pv-thermography frames as stacked arrays (raw, visible layer, two AGC renderings) with
     every annotated module and, optionally, detector-predicted quads matched to them."""
 
-    def __init__(self, frames, rng: np.random.Generator, pred_quads: str | None = None):
+    def __init__(self, frames, rng: np.random.Generator, pred_quads: str | None = None, cut_weight: float = 1.0):
         self.frames = frames
         self.raw = np.stack([f.raw for f in frames])
         self.vis = np.stack([f.visible for f in frames])
@@ -104,10 +104,25 @@ class FrameBank:
             self.pred = {k: np.stack(v) for k, v in lists.items()}
         self.pos = np.nonzero(self.defect)[0]
         self.neg = np.nonzero(~self.defect)[0]
+        # modules cut by the frame edge (visible box side < 60 % of the frame's median module
+        # side): their stretched crops were the classifier's typical false defects, so healthy
+        # ones are drawn cut_weight times as often
+        self.cut = np.zeros(len(self.defect), bool)
+        o = 0
+        for f in frames:
+            q = f.quads
+            b = np.concatenate([np.clip(q.min(1), 0, [f.raw.shape[1], f.raw.shape[0]]),
+                                np.clip(q.max(1), 0, [f.raw.shape[1], f.raw.shape[0]])], axis=1)
+            wh = b[:, 2:] - b[:, :2]
+            self.cut[o:o + len(q)] = (wh / np.median(wh, axis=0)).min(axis=1) < 0.6
+            o += len(q)
+        self.cut_weight = cut_weight
+        w = np.where(self.cut[self.neg], cut_weight, 1.0)
+        self.neg_p = w / w.sum()
 
     def sample(self, rng: np.random.Generator, n_def: int, n_ok: int, jitter: float = 1.5,
                p_pred: float = 0.5, p_misalign: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.concatenate([rng.choice(self.pos, n_def), rng.choice(self.neg, n_ok)])
+        idx = np.concatenate([rng.choice(self.pos, n_def), rng.choice(self.neg, n_ok, p=self.neg_p)])
         b = len(idx)
         q = self.quads[idx].copy()
         q += rng.normal(0, jitter, (b, 4, 2)) + rng.normal(0, jitter, (b, 1, 2))

@@ -2,12 +2,13 @@
 # Installs what building and testing pvtherm needs on Debian/Ubuntu.
 #   scripts/setup-debian.sh          build dependencies only (libclang for the V4L2 bindings)
 #   scripts/setup-debian.sh --test   also what the tests use: mosquitto, openssl, systemd
-#                                    tools, and qemu/busybox for the real-kernel V4L2 test
+#                                    tools, qemu/busybox for the real-kernel V4L2 test, and
+#                                    chromium for the browser test of the web page
 # Needs root (or sudo). Safe to run again.
 set -euo pipefail
 packages=(libclang-dev pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(mosquitto mosquitto-clients openssl systemd qemu-system-x86 busybox-static cpio)
+  packages+=(mosquitto mosquitto-clients openssl systemd qemu-system-x86 busybox-static cpio chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,7 @@ use crate::model::ModelConfig;
 use crate::publish::{BrokerConfig, Identity, MqttConfig, OutboxConfig};
 use crate::render::RenderOptions;
 use crate::source::SourceConfig;
+use crate::web::HttpConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// An in-process broker (demo and tests; off by default).
     pub broker: BrokerConfig,
+    /// The web page and HTTP API (off by default).
+    pub http: HttpConfig,
     /// Logging.
     pub logging: LoggingConfig,
     /// Settings the file writes in an old place, each with the new one: the
@@ -269,6 +272,7 @@ impl Config {
         };
         fix(&mut self.model.detector);
         fix(&mut self.model.classifier);
+        fix(&mut self.http.token_file);
         self.source.resolve_paths(base);
     }
 
@@ -287,6 +291,7 @@ impl Config {
         self.mqtt.validate()?;
         self.outbox.validate()?;
         self.broker.validate()?;
+        self.http.validate()?;
         self.logging.validate()?;
         Ok(())
     }

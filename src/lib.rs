@@ -25,3 +25,5 @@ pub mod radiometry;
 pub mod render;
 pub mod service;
 pub mod source;
+pub mod survey;
+pub mod web;

@@ -30,6 +30,8 @@ enum Command {
     Capture(commands::capture::CaptureArgs),
     /// Time the models on this machine, stage by stage (int8 against f32 with --both).
     Bench(commands::bench::BenchArgs),
+    /// Serve the upload page, the live page and the HTTP API (survey work; the daemon serves them with [http]).
+    Serve(commands::serve::ServeArgs),
     /// Validate a configuration file without starting anything.
     CheckConfig {
         /// The TOML configuration file.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Cameras(args) => commands::cameras::run(args),
         Command::Capture(args) => commands::capture::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::CheckConfig { file } => commands::check_config(&file),
     };
     match result {

@@ -60,10 +60,11 @@ use crate::frame::Frame;
 use crate::inspect::Inspector;
 use crate::messages::{camera_message, MessageBuilder};
 use crate::position::PositionSource;
-use crate::publish::{self, Identity, Publisher};
+use crate::publish::{self, Identity, Outgoing, Publisher};
 use crate::render::Renderer;
 use crate::service::{self, Heartbeat};
 use crate::source::{FrameSource, SourceEvent, SourceState};
+use crate::web::{LiveState, WebServer, WebSetup};
 
 /// How long the inference thread waits for a frame before it beats the
 /// heartbeat and looks at the shutdown signal again.
@@ -127,6 +128,9 @@ struct Worker {
     throttle: Throttle,
     frame_summary: bool,
     shutdown: Shutdown,
+    /// What the web page's live view shows (`[http]` enabled): it keeps the
+    /// messages built for the broker anyway, nothing more is computed.
+    live: Option<Arc<LiveState>>,
 }
 
 impl Worker {
@@ -155,6 +159,7 @@ impl Worker {
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let messages = self.builder.event_messages(&events);
+        self.show_live(&messages);
         if let Err(e) = self.publisher.submit_all(messages) {
             error!("could not queue the final defect events: {e:#}");
         }
@@ -197,10 +202,18 @@ impl Worker {
                 "defect event {:?} {}: {} over {} frames", event.kind, event.event_id, event.anomaly_class, event.frames_seen);
         }
         let messages = self.builder.frame_messages(frame, a, inspection.latency_ms);
+        self.show_live(&messages);
         // Accepted = written to the outbox; an error here means the disk is failing.
         self.publisher
             .submit_all(messages)
             .context("could not queue messages for delivery")
+    }
+
+    /// Hands the messages to the live view, when there is one.
+    fn show_live(&self, messages: &[Outgoing]) {
+        if let Some(live) = &self.live {
+            live.observe(messages);
+        }
     }
 }
 
@@ -248,6 +261,26 @@ async fn run_async(
     let (publisher, publisher_task) =
         publish::spawn_publisher(&config.mqtt, &config.outbox, &identity, drain_rx)?;
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    // The web server has its own thread, runtime and models: it reads the
+    // live state and never waits on the pipeline, nor the pipeline on it.
+    let live = config.http.enabled.then(|| Arc::new(LiveState::default()));
+    let web = match &live {
+        Some(live) => {
+            let server = WebServer::start(
+                WebSetup {
+                    http: config.http.clone(),
+                    model: config.model.clone(),
+                    analysis: config.analysis.clone(),
+                    render: config.render.clone(),
+                    mode: "daemon",
+                },
+                live.clone(),
+            )?;
+            info!("web page and API on http://{}/", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
 
     let stats = Arc::new(PipelineStats::default());
     let queue = Arc::new(FrameQueue::default());
@@ -284,11 +317,19 @@ async fn run_async(
         throttle: Throttle::new(&config.pipeline),
         frame_summary: config.pipeline.frame_summary,
         shutdown: Shutdown::new(notify_shutdown.subscribe()),
+        live: live.clone(),
     };
     let worker_handle = tokio::task::spawn_blocking(move || worker.run());
 
     let camera = |state: &SourceState| camera_message(&identity, &source_name, radiometric, state);
-    publisher.submit(camera(&SourceState::Online))?;
+    // Camera and stats messages go to the live view too, when there is one.
+    let submit = |message: Outgoing| {
+        if let Some(live) = &live {
+            live.observe(std::slice::from_ref(&message));
+        }
+        publisher.submit(message)
+    };
+    submit(camera(&SourceState::Online))?;
     service::notify_ready();
     info!(
         "pvtherm {} running: source {source_name}, topics {}",
@@ -323,12 +364,12 @@ async fn run_async(
                     SourceState::Online => info!("camera online: {source_name}"),
                     SourceState::Offline { reason } => warn!("camera offline: {reason}"),
                 }
-                publisher.submit(camera(&state))?;
+                submit(camera(&state))?;
             }
             _ = stats_timer.tick() => {
                 let (message, status) = reporter.tick();
                 service::notify_status(&status);
-                publisher.submit(message)?;
+                submit(message)?;
             }
         }
     }
@@ -343,7 +384,11 @@ async fn run_async(
             error!("inference thread failed: {e}");
         }
     }
-    publisher.submit(reporter.last())?;
+    submit(reporter.last())?;
+    // No new uploads while the publisher drains; requests in flight finish.
+    if let Some(web) = web {
+        web.stop();
+    }
     let _ = drain_tx.send(());
     let result = publisher_task.await.context("publisher task panicked")?;
     // The source thread is detached if it is stuck in a driver call; it dies with the process.

@@ -6,17 +6,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 
 use super::ModelArgs;
-use pvtherm::analysis::tracking::DefectEvent;
 use pvtherm::analysis::AnalysisConfig;
 use pvtherm::config::Config;
 use pvtherm::imageio::image_files_in;
 use pvtherm::inspect::Inspector;
-use pvtherm::messages::{DetectionsMessage, ModelInfo, SCHEMA_VERSION};
+use pvtherm::messages::DetectionsMessage;
 use pvtherm::model::ModelConfig;
-use pvtherm::render::{self, RenderOptions, Renderer};
+use pvtherm::render::{self, RenderOptions};
+use pvtherm::survey::Survey;
 
 /// Arguments of `pvtherm detect`.
 #[derive(clap::Args, Debug)]
@@ -42,28 +41,6 @@ pub struct DetectArgs {
     /// the flags above still override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-}
-
-/// The whole report of one `detect` run (`report.json`, or stdout with `--json`).
-#[derive(Debug, Serialize)]
-pub struct SurveyReport {
-    pub schema: u32,
-    pub model: ModelInfo,
-    pub images: Vec<DetectionsMessage>,
-    /// Defects grouped per physical module over consecutive images.
-    #[serde(serialize_with = "pvtherm::messages::defect_reports")]
-    pub defects: Vec<DefectEvent>,
-    pub summary: SurveySummary,
-}
-
-/// Totals of a `detect` run.
-#[derive(Debug, Serialize, Default)]
-pub struct SurveySummary {
-    pub images: usize,
-    pub failed: usize,
-    pub modules: usize,
-    pub defective_modules: usize,
-    pub grouped_defects: usize,
 }
 
 /// Entry point of `pvtherm detect`.
@@ -96,59 +73,32 @@ pub fn run(args: DetectArgs) -> Result<()> {
     if files.len() < 3 || args.json {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut report = SurveyReport {
-        schema: SCHEMA_VERSION,
-        model: inspector.model_info().clone(),
-        images: Vec::new(),
-        defects: Vec::new(),
-        summary: SurveySummary::default(),
-    };
-    let mut renderer = Renderer::new(render_options);
-    let mut thumbs = Vec::new();
-    let mut first_error = None;
+    let mut survey = Survey::new(&mut inspector, render_options);
     for (seq, file) in files.iter().enumerate() {
         progress.set_message(file.display().to_string());
-        match inspect_one(
-            &mut inspector,
-            &mut renderer,
-            file,
-            seq as u64,
-            args.out.as_deref(),
-        ) {
-            Ok((msg, events)) => {
+        match inspect_one(&mut survey, file, seq as u64, args.out.as_deref()) {
+            Ok(msg) => {
                 if !args.json {
                     progress.suspend(|| print_summary(&msg));
                 }
-                collect_events(events, &mut renderer, &mut report.defects, &mut thumbs);
-                report.images.push(msg);
             }
             Err(e) => {
                 progress.suspend(|| eprintln!("pvtherm: error: {e:#}"));
-                report.summary.failed += 1;
+                survey.failed();
                 first_error.get_or_insert(e);
             }
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
-    collect_events(
-        inspector.finish(),
-        &mut renderer,
-        &mut report.defects,
-        &mut thumbs,
-    );
-    report.summary.images = report.images.len();
-    report.summary.modules = report.images.iter().map(|m| m.module_count).sum();
-    report.summary.defective_modules = report.images.iter().map(|m| m.defect_count).sum();
-    report.summary.grouped_defects = report.defects.len();
+    let result = survey.finish();
+    let report = result.report;
 
     if let Some(dir) = &args.out {
         let path = dir.join("report.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        if !thumbs.is_empty() {
-            let items: Vec<_> = thumbs.into_iter().map(|(_, t)| t).collect();
-            let sheet = render::contact_sheet(&items, 6);
+        if let Some(sheet) = result.contact_sheet {
             let path = dir.join("defects.jpg");
             std::fs::write(&path, render::encode_jpeg(&sheet, 85)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -201,64 +151,32 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Inspects one file and writes its report and annotated picture to `out`.
 fn inspect_one(
-    inspector: &mut Inspector,
-    renderer: &mut Renderer,
+    survey: &mut Survey<'_>,
     file: &Path,
     sequence: u64,
     out: Option<&Path>,
-) -> Result<(DetectionsMessage, Vec<DefectEvent>)> {
+) -> Result<DetectionsMessage> {
     let frame = pvtherm::imageio::load_frame(file, sequence)?;
     // No live position: the box running `detect` is not where the survey
     // images were taken.
-    let inspection = inspector
-        .inspect(&frame, None)
-        .with_context(|| format!("{}: inference failed", file.display()))?;
     let stem = file
         .file_stem()
         .unwrap_or_default()
         .to_string_lossy()
         .to_string();
-    let msg = DetectionsMessage::new(
-        stem.clone(),
-        "local",
-        &frame,
-        inspector.model_info(),
-        inspection.latency_ms,
-        &inspection.analysis,
-    );
+    let (msg, image) = survey
+        .inspect(&frame, None, stem.clone())
+        .with_context(|| format!("{}: inference failed", file.display()))?;
+    let msg = msg.clone();
     if let Some(dir) = out {
         let json = dir.join(format!("{stem}.json"));
         std::fs::write(&json, serde_json::to_vec_pretty(&msg)?)
             .with_context(|| format!("cannot write {}", json.display()))?;
         let picture = dir.join(format!("{stem}.annotated.jpg"));
-        let image = renderer.overview(&frame, &inspection.analysis);
         std::fs::write(&picture, render::encode_jpeg(&image, 90)?)
             .with_context(|| format!("cannot write {}", picture.display()))?;
     }
-    Ok((msg, inspection.analysis.events))
-}
-
-/// Keeps the latest state of each grouped defect and its best thumbnail,
-/// keyed by event id (an `update` replaces the earlier state).
-fn collect_events(
-    events: Vec<DefectEvent>,
-    renderer: &mut Renderer,
-    defects: &mut Vec<DefectEvent>,
-    thumbs: &mut Vec<(String, (image::RgbImage, String))>,
-) {
-    for e in events {
-        if let Some(t) = renderer.event_thumbnail(&e) {
-            let label = format!("{} {:.2}", e.anomaly_class, e.defect_score);
-            match thumbs.iter().position(|(id, _)| *id == e.event_id) {
-                Some(i) => thumbs[i].1 = (t, label),
-                None => thumbs.push((e.event_id.clone(), (t, label))),
-            }
-        }
-        match defects.iter().position(|d| d.event_id == e.event_id) {
-            Some(i) => defects[i] = e,
-            None => defects.push(e),
-        }
-    }
+    Ok(msg)
 }
 
 fn print_summary(m: &DetectionsMessage) {

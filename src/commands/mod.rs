@@ -7,6 +7,7 @@ pub mod capture;
 pub mod detect;
 pub mod eval;
 pub mod run;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 

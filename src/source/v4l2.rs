@@ -82,19 +82,6 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
-impl TryFrom<String> for DeviceChoice {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<DeviceChoice> for String {
-    fn from(d: DeviceChoice) -> String {
-        d.to_string()
-    }
-}
-
 /// The pixel format to negotiate: `auto` or a fixed layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FormatChoice {
@@ -125,19 +112,6 @@ impl fmt::Display for FormatChoice {
             FormatChoice::Auto => f.write_str("auto"),
             FormatChoice::Fixed(p) => p.fmt(f),
         }
-    }
-}
-
-impl TryFrom<String> for FormatChoice {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<FormatChoice> for String {
-    fn from(f: FormatChoice) -> String {
-        f.to_string()
     }
 }
 

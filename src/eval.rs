@@ -7,11 +7,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{Frame, Pixels};
 use crate::geometry::{BBox, Point, Quad};
-use crate::model::ModuleDetection;
+use crate::model::preprocess::resize_bilinear;
+use crate::model::{Decision, DefectAssessment, ModuleDetection};
 
 /// IoU at which a prediction counts as finding an annotated module.
 pub const MATCH_IOU: f32 = 0.5;
@@ -57,6 +59,39 @@ pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
             })
         })
         .collect()
+}
+
+/// `frame` shrunk by `factor` (0 < factor <= 1) with a half-pixel bilinear
+/// resize of its raw plane: what a lower-resolution camera of the same scene
+/// would see, for measuring the detector on small modules. Returns the frame
+/// and the (x, y) factors its annotations scale by.
+pub fn downscaled(frame: &Frame, factor: f32) -> Result<(Frame, (f32, f32))> {
+    ensure!(
+        factor > 0.0 && factor <= 1.0,
+        "--downscale {factor}: must be above 0 and at most 1"
+    );
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let (nw, nh) = (
+        ((w as f32 * factor).round() as usize).max(1),
+        ((h as f32 * factor).round() as usize).max(1),
+    );
+    let raw: Vec<f32> = (0..w * h).map(|i| frame.pixels().get(i) as f32).collect();
+    let mut out = Vec::new();
+    resize_bilinear(&raw, w, h, nw, nh, &mut out);
+    let pixels = match frame.pixels() {
+        Pixels::Gray8(_) => Pixels::Gray8(out.iter().map(|&v| v.round() as u8).collect()),
+        Pixels::Gray16(_) => Pixels::Gray16(out.iter().map(|&v| v.round() as u16).collect()),
+    };
+    let small = Frame::new(
+        nw as u32,
+        nh as u32,
+        pixels,
+        frame.radiometry.clone(),
+        frame.sequence,
+        frame.captured_at,
+        format!("{} at {factor}x", frame.origin),
+    )?;
+    Ok((small, (nw as f32 / w as f32, nh as f32 / h as f32)))
 }
 
 /// The result of matching one image's predictions to its annotations.
@@ -112,6 +147,42 @@ pub struct Tally {
     pub defects_predicted: usize,
     pub defects_correct: usize,
     latencies_ms: Vec<f64>,
+    /// (decision value, matches a defective annotation) of every prediction
+    /// at or above the operating threshold, for the defect curve.
+    decided: Vec<(f32, bool)>,
+    /// The operating point of each kind of decision seen, for the curve.
+    operating: Vec<OperatingPoint>,
+}
+
+/// The value a defect decision compares with its threshold: the classifier's
+/// `defect_score`, or the fused rule's logit z.
+pub fn decision_value(d: &DefectAssessment) -> f32 {
+    match d.decision {
+        Decision::Classifier => d.defect_score,
+        Decision::Fused => d.fused_logit.unwrap_or(f32::NEG_INFINITY),
+    }
+}
+
+/// Which rule decided and at which threshold on its [`decision_value`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoint {
+    pub decision: Decision,
+    pub threshold: f32,
+}
+
+/// One row of the defect precision/recall curve, per sighting: the counts if
+/// every prediction with a decision value >= `threshold` were defective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub threshold: f32,
+    pub tp: usize,
+    pub fp: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+    pub precision: f64,
+    pub recall: f64,
+    /// The row of the threshold in use: its counts are `eval`'s.
+    pub operating: bool,
 }
 
 /// The summary `pvtherm eval --json` prints (field names are stable).
@@ -169,13 +240,70 @@ impl Tally {
             }
             self.modules_predicted += 1;
             self.true_positives += t.is_some() as usize;
+            let is_defect = t.is_some_and(|t| truth[t].defective);
+            self.decided.push((decision_value(&p.defect), is_defect));
             if p.defect.defective {
                 self.defects_predicted += 1;
-                if t.is_some_and(|t| truth[t].defective) {
-                    self.defects_correct += 1;
-                }
+                self.defects_correct += is_defect as usize;
             }
         }
+    }
+
+    /// Records the operating point the image's decisions were made at.
+    pub fn note_operating_point(&mut self, point: OperatingPoint) {
+        if !self.operating.contains(&point) {
+            self.operating.push(point);
+        }
+    }
+
+    /// The operating points recorded with [`Tally::note_operating_point`].
+    pub fn operating_points(&self) -> &[OperatingPoint] {
+        &self.operating
+    }
+
+    /// The defect precision/recall curve per sighting, thresholds
+    /// descending: one row where each true defect enters, plus the
+    /// operating point's row, whose counts are the report's. Fails when the
+    /// images were decided at different operating points (classifier and
+    /// fused, or two fused branches): one curve cannot hold both.
+    pub fn defect_curve(&self) -> Result<Vec<CurvePoint>> {
+        let operating = match self.operating.as_slice() {
+            [one] => *one,
+            [] => anyhow::bail!("no image was scored"),
+            many => anyhow::bail!(
+                "the images were decided at {} operating points ({many:?}); \
+                 run --curve on one camera (one data set folder) at a time, \
+                 or with --no-fusion",
+                many.len()
+            ),
+        };
+        let mut thresholds: Vec<f32> = self
+            .decided
+            .iter()
+            .filter(|(_, defect)| *defect)
+            .map(|&(v, _)| v)
+            .chain([operating.threshold])
+            .collect();
+        thresholds.sort_by(|a, b| b.total_cmp(a));
+        thresholds.dedup();
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Ok(thresholds
+            .into_iter()
+            .map(|t| {
+                let above = self.decided.iter().filter(|(v, _)| *v >= t);
+                let tp = above.clone().filter(|(_, d)| *d).count();
+                let fp = above.count() - tp;
+                CurvePoint {
+                    threshold: t,
+                    tp,
+                    fp,
+                    fn_: self.defects_true - tp,
+                    precision: ratio(tp, tp + fp),
+                    recall: ratio(tp, self.defects_true),
+                    operating: t == operating.threshold,
+                }
+            })
+            .collect())
     }
 
     /// Average precision at IoU 0.5: area under the precision/recall curve
@@ -259,6 +387,7 @@ mod tests {
                 defective,
                 defect_score: 0.0,
                 anomaly_class: "No-Anomaly".into(),
+                ..Default::default()
             },
         }
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis};
+use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis, FusionRule};
 use crate::frame::Frame;
 use crate::messages::ModelInfo;
 use crate::model::{ModelConfig, ModelStack};
@@ -29,6 +29,7 @@ impl Inspector {
     /// Loads the models and sets up the analysis.
     pub fn new(model: &ModelConfig, analysis: AnalysisConfig) -> Result<Self> {
         let stack = ModelStack::load(model)?;
+        let fusion = FusionRule::for_classifier(&stack.classifier, model)?;
         let (name, version) = stack.detector.name_version();
         let model_info = ModelInfo {
             name,
@@ -38,7 +39,7 @@ impl Inspector {
         };
         Ok(Self {
             stack,
-            analyser: Analyser::new(analysis)?,
+            analyser: Analyser::new(analysis)?.with_fusion(fusion),
             model_info,
         })
     }

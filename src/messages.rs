@@ -81,8 +81,14 @@ pub struct ModuleReport {
     /// Detector confidence 0..1.
     pub score: f32,
     pub defective: bool,
-    /// Defect probability 0..1.
+    /// The classifier's defect probability 0..1.
     pub defect_score: f32,
+    /// Which rule decided `defective`: `classifier` (`defect_score` against
+    /// its threshold) or `fused` (classifier and temperature evidence).
+    pub decision: crate::model::Decision,
+    /// The fused rule's score 0..1, when it decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused_score: Option<f32>,
     /// InfraredSolarModules class: No-Anomaly, Hot-Spot, Diode, Offline-Module, ...
     pub anomaly_class: String,
     /// Temperatures inside the outline (unit in `temperature.unit`).
@@ -108,6 +114,8 @@ impl ModuleReport {
             score: d.score,
             defective: d.defect.defective,
             defect_score: d.defect.defect_score,
+            decision: d.defect.decision,
+            fused_score: d.defect.fused_score,
             anomaly_class: d.defect.anomaly_class.clone(),
             temperature: m.temperature.clone(),
             delta_t: m.delta_t,

@@ -11,6 +11,7 @@
 //! no threads, no pictures: the renderer draws what the analysis found, never
 //! the other way round.
 
+pub mod fusion;
 pub mod severity;
 pub mod temperature;
 pub mod tracking;
@@ -23,6 +24,7 @@ use crate::model::ModuleDetection;
 use crate::position::{Position, PositionConfig};
 use crate::radiometry::{ObjectParams, Radiometry};
 
+pub use fusion::FusionRule;
 pub use severity::{Severity, SeverityConfig};
 pub use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};
 pub use tracking::{BestSighting, DefectEvent, EventKind, Tracker, TrackingConfig};
@@ -118,6 +120,10 @@ pub struct Analyser {
     meter: TemperatureMeter,
     tracker: Tracker,
     means: Vec<f32>,
+    /// The classifier's fused rule, when it decides (see [`fusion`]).
+    fusion: Option<FusionRule>,
+    /// Per module, its converted pixel values (only when the rule needs them).
+    values: Vec<Vec<(f32, u32)>>,
 }
 
 impl Analyser {
@@ -129,7 +135,17 @@ impl Analyser {
             config,
             meter: TemperatureMeter::new(),
             means: Vec::new(),
+            fusion: None,
+            values: Vec::new(),
         })
+    }
+
+    /// The same analyser deciding defects with `rule` (the classifier's,
+    /// from [`FusionRule::for_classifier`]); `None` leaves the classifier's
+    /// decisions as they are.
+    pub fn with_fusion(mut self, rule: Option<FusionRule>) -> Analyser {
+        self.fusion = rule;
+        self
     }
 
     /// The radiometry used for `frame`: the frame's, with the configured
@@ -158,16 +174,35 @@ impl Analyser {
         } else {
             TemperatureUnit::Relative
         };
+        let keep_values = self
+            .fusion
+            .as_ref()
+            .is_some_and(FusionRule::needs_pixel_values);
+        if keep_values && self.values.len() < detections.len() {
+            self.values.resize_with(detections.len(), Vec::new);
+        }
         let mut modules: Vec<AnalysedModule> = detections
             .into_iter()
-            .map(|detection| AnalysedModule {
-                temperature: self.meter.measure(frame, &radiometry, &detection.quad),
+            .enumerate()
+            .map(|(i, detection)| AnalysedModule {
+                temperature: self.meter.measure_keeping(
+                    frame,
+                    &radiometry,
+                    &detection.quad,
+                    self.values.get_mut(i).filter(|_| keep_values),
+                ),
                 detection,
                 delta_t: None,
                 severity: None,
                 track_id: None,
             })
             .collect();
+        // The fused decision comes before anything that reads `defective`
+        // (the healthy reference, severity, tracking).
+        if let Some(rule) = &self.fusion {
+            let values = if keep_values { &self.values[..] } else { &[] };
+            rule.apply(absolute, &mut modules, values, &mut self.means);
+        }
 
         let reference_temp = self.reference(&modules);
         let sev = &self.config.severity;

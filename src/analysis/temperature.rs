@@ -138,6 +138,20 @@ impl TemperatureMeter {
         radiometry: &Radiometry,
         quad: &Quad,
     ) -> Option<ModuleTemperature> {
+        self.measure_keeping(frame, radiometry, quad, None)
+    }
+
+    /// [`TemperatureMeter::measure`], also filling `values` (when given)
+    /// with the module's converted values and their pixel counts, ascending:
+    /// what a statistic that depends on the whole frame (the fusion's
+    /// `hot_fraction`) needs later, without reading the pixels again.
+    pub fn measure_keeping(
+        &mut self,
+        frame: &Frame,
+        radiometry: &Radiometry,
+        quad: &Quad,
+        values: Option<&mut Vec<(f32, u32)>>,
+    ) -> Option<ModuleTemperature> {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let b = quad.bbox();
         if !(b.x0.is_finite() && b.y0.is_finite() && b.x1.is_finite() && b.y1.is_finite()) {
@@ -174,6 +188,14 @@ impl TemperatureMeter {
         let conv = self.conversion(radiometry);
         let unit = conv.unit();
         let stats = stats_of(&histogram, |raw| conv.convert(raw));
+        if let Some(values) = values {
+            values.clear();
+            values.extend(
+                histogram
+                    .runs()
+                    .filter_map(|(raw, k)| conv.convert(raw).map(|t| (t, k))),
+            );
+        }
         self.histogram = histogram;
         let (_, hx, hy) = hottest?;
         stats.map(|s| ModuleTemperature {

@@ -29,6 +29,7 @@ fn detection(quad: Quad, defective: bool, class: &str) -> ModuleDetection {
             defective,
             defect_score: if defective { 0.9 } else { 0.05 },
             anomaly_class: class.into(),
+            ..Default::default()
         },
     }
 }

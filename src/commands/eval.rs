@@ -9,8 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::ModelArgs;
-use pvtherm::eval::{read_annotations, EvalReport, Tally};
+use pvtherm::analysis::{Analyser, AnalysisConfig, FusionRule};
+use pvtherm::eval::{downscaled, read_annotations, CurvePoint, EvalReport, OperatingPoint, Tally};
 use pvtherm::imageio::image_files_in;
+use pvtherm::model::{Decision, ModuleDetection};
 
 /// Lowest detector score decoded for the AP curve.
 const AP_FLOOR: f32 = 0.05;
@@ -30,6 +32,25 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also print the defect precision/recall curve per sighting
+    /// (threshold, TP, FP, FN, precision, recall), marking the row of the
+    /// threshold in use, whose counts are the ones reported.
+    #[arg(long)]
+    pub curve: bool,
+    /// Shrink every image's raw plane by this factor (bilinear) before
+    /// inference, annotations alike: how the models do on a lower-resolution
+    /// camera, e.g. 0.4 (TC001-like) or 0.25 (Lepton-like).
+    #[arg(long, value_name = "F")]
+    pub downscale: Option<f32>,
+}
+
+/// `--json` output: the report, and the curve when asked for.
+#[derive(serde::Serialize)]
+struct JsonOutput<'a> {
+    #[serde(flatten)]
+    report: &'a EvalReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    curve: Option<&'a [CurvePoint]>,
 }
 
 /// Entry point of `pvtherm eval`.
@@ -48,6 +69,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(t) => t,
         None => stack.detector.tuned_score_threshold()?,
     };
+    // The daemon's defect decision: the analysis (temperatures, fusion)
+    // over the modules it would report.
+    let fusion = FusionRule::for_classifier(&stack.classifier, &config)?;
+    let mut analyser = Analyser::new(AnalysisConfig::default())?.with_fusion(fusion.clone());
     let mut tally = Tally::default();
     for dir in &args.dirs {
         let images = image_files_in(&dir.join("images"))?;
@@ -67,13 +92,43 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if only.as_ref().is_some_and(|o| !o.contains(&stem)) {
                 continue;
             }
-            let truth = read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
-            let frame = pvtherm::imageio::load_frame(&image, tally.images as u64)?;
+            let mut truth =
+                read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
+            let mut frame = pvtherm::imageio::load_frame(&image, tally.images as u64)?;
+            if let Some(factor) = args.downscale {
+                let (small, (sx, sy)) = downscaled(&frame, factor)?;
+                frame = small;
+                truth
+                    .iter_mut()
+                    .for_each(|a| a.quad = a.quad.scaled(sx, sy));
+            }
             let start = Instant::now();
             let pred = stack
                 .infer(&frame)
                 .with_context(|| format!("inference failed on {}", image.display()))?;
             let latency = start.elapsed().as_secs_f64() * 1e3;
+            let (reported, below): (Vec<ModuleDetection>, Vec<ModuleDetection>) =
+                pred.into_iter().partition(|m| m.score >= operating);
+            let mut pred: Vec<ModuleDetection> = analyser
+                .analyse(&frame, reported, None)
+                .modules
+                .into_iter()
+                .map(|m| m.detection)
+                .collect();
+            pred.extend(below);
+            let radiometric = frame.radiometry.is_absolute();
+            tally.note_operating_point(
+                match fusion.as_ref().and_then(|r| r.logit_threshold(radiometric)) {
+                    Some(threshold) => OperatingPoint {
+                        decision: Decision::Fused,
+                        threshold,
+                    },
+                    None => OperatingPoint {
+                        decision: Decision::Classifier,
+                        threshold: stack.classifier.threshold(),
+                    },
+                },
+            );
             let (w, h) = (frame.width() as f32, frame.height() as f32);
             tally.add_at(&pred, &truth, w, h, latency, operating);
         }
@@ -82,12 +137,46 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("no image matched (check --only and the folders)");
     }
     let report = tally.report();
+    let curve = args.curve.then(|| tally.defect_curve()).transpose()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let out = JsonOutput {
+            report: &report,
+            curve: curve.as_deref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&report);
+        if let Some(curve) = &curve {
+            print_curve(curve, tally.operating_points());
+        }
     }
     Ok(())
+}
+
+/// The curve as a table, one row per threshold, descending.
+fn print_curve(curve: &[CurvePoint], operating: &[OperatingPoint]) {
+    let unit = match operating.first().map(|p| p.decision) {
+        Some(Decision::Fused) => "fused logit z",
+        _ => "defect_score",
+    };
+    println!();
+    println!("defect curve per sighting (threshold on {unit}):");
+    println!(
+        "{:>10} {:>6} {:>6} {:>6} {:>9} {:>7}",
+        "threshold", "TP", "FP", "FN", "precision", "recall"
+    );
+    for p in curve {
+        println!(
+            "{:>10.4} {:>6} {:>6} {:>6} {:>9.4} {:>7.4}{}",
+            p.threshold,
+            p.tp,
+            p.fp,
+            p.fn_,
+            p.precision,
+            p.recall,
+            if p.operating { "  <- in use" } else { "" }
+        );
+    }
 }
 
 fn read_stem_list(path: &Path) -> Result<HashSet<String>> {

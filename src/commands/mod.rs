@@ -31,12 +31,26 @@ pub struct ModelArgs {
     /// the config file's].
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub input_size: Option<(usize, usize)>,
+    /// Detector input: `auto` (frames under 256 px on the short side at 2x
+    /// their size, others at the input size) or a factor on every frame's
+    /// own size [default: auto, or the config file's].
+    #[arg(long, value_name = "auto|F")]
+    pub input_scale: Option<pvtherm::model::InputScale>,
     /// Override the detector's score threshold.
     #[arg(long)]
     pub score_threshold: Option<f32>,
-    /// Override the classifier's defect threshold.
+    /// Override the classifier's defect threshold (a probability).
     #[arg(long)]
     pub defect_threshold: Option<f32>,
+    /// Override the fused rule's threshold on its logit z.
+    #[arg(long, value_name = "Z", allow_negative_numbers = true)]
+    pub fusion_threshold: Option<f32>,
+    /// Decide defects by the classifier alone, ignoring its fusion rule.
+    #[arg(long)]
+    pub no_fusion: bool,
+    /// A fusion rule JSON file replacing the classifier's `pvtherm.fusion`.
+    #[arg(long, value_name = "FILE")]
+    pub fusion_rule: Option<PathBuf>,
     /// Threads for the detector's matrix products [default: 1, or the config
     /// file's].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=pvtherm::model::MAX_THREADS as i64))]
@@ -72,8 +86,12 @@ impl ModelArgs {
             classifier: self.classifier.clone().or(base.classifier),
             input_width,
             input_height,
+            input_scale: self.input_scale.unwrap_or(base.input_scale),
             score_threshold: self.score_threshold.or(base.score_threshold),
             defect_threshold: self.defect_threshold.or(base.defect_threshold),
+            fusion: base.fusion && !self.no_fusion,
+            fusion_threshold: self.fusion_threshold.or(base.fusion_threshold),
+            fusion_rule: self.fusion_rule.clone().or(base.fusion_rule),
             threads: self.threads.map_or(base.threads, usize::from),
         }
     }

@@ -26,7 +26,11 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the classifier; `threshold` overrides the model's tuned defect threshold.
     pub fn load(source: &ModelSource, threshold: Option<f32>) -> Result<Self> {
-        let model = onnx::load(source, [1, 1, CROP_H, CROP_W], CLASSIFIER_CHANNELS, 1)?;
+        let expected = onnx::Expected {
+            kind: "classifier",
+            channels: CLASSIFIER_CHANNELS,
+        };
+        let model = onnx::load(source, expected, [1, 1, CROP_H, CROP_W], 1)?;
         let threshold = match threshold {
             Some(t) => t,
             None => model.meta_or("defect_threshold", 0.5)?,
@@ -49,6 +53,11 @@ impl Classifier {
         &self.model.label
     }
 
+    /// A `pvtherm.<key>` metadata value of the model file (e.g. `fusion`).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.model.metadata.get(key).map(String::as_str)
+    }
+
     /// Judges the module outlined by `quad` in `frame`.
     pub fn assess(&mut self, frame: &Frame, quad: &Quad) -> Result<DefectAssessment> {
         preprocess::module_crop(frame, quad, &mut self.scratch, &mut self.crop);
@@ -62,18 +71,32 @@ impl Classifier {
 /// `defective`; the class is the most likely anomaly class when defective,
 /// else the most likely class overall.
 pub fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
-    let defect_score = 1.0 / (1.0 + (-logits[12]).exp());
+    let defect_score = sigmoid(logits[12]);
     let defective = defect_score >= threshold;
+    DefectAssessment {
+        defective,
+        defect_score,
+        anomaly_class: anomaly_class(logits, defective).to_string(),
+        logits: logits.try_into().unwrap_or([0.0; CLASSIFIER_CHANNELS]),
+        ..DefectAssessment::default()
+    }
+}
+
+/// The class shown for a verdict: the most likely anomaly class (never
+/// No-Anomaly) when `defective`, else the most likely class overall. The
+/// fused rule calls it again when it changes the classifier's decision.
+pub fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
     let classes = &logits[..12];
     let range = if defective { 1..12 } else { 0..12 };
     let best = range
         .max_by(|&a, &b| classes[a].total_cmp(&classes[b]))
         .unwrap_or(0);
-    DefectAssessment {
-        defective,
-        defect_score,
-        anomaly_class: ANOMALY_CLASSES[best].to_string(),
-    }
+    ANOMALY_CLASSES[best]
+}
+
+/// The logistic function: defect logit -> probability.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 #[cfg(test)]

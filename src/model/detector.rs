@@ -40,6 +40,10 @@ pub struct Candidate {
 /// The loaded detector with its reusable buffers.
 pub struct Detector {
     model: LoadedModel,
+    /// Where the model came from and its thread count: a frame that needs
+    /// another input size (see [`Detector::detect_at`]) re-plans from them.
+    source: ModelSource,
+    threads: usize,
     input_w: usize,
     input_h: usize,
     params: DecodeParams,
@@ -65,7 +69,7 @@ impl Detector {
                 && input_h.is_multiple_of(16),
             "model input size {input_w}x{input_h} must be multiples of 16, at least 32"
         );
-        let model = onnx::load(source, [1, 1, input_h, input_w], DETECTOR_CHANNELS, threads)?;
+        let model = plan(source, input_w, input_h, threads)?;
         let params = DecodeParams {
             stride: model.meta_or("stride", 8.0)?,
             corner_scale: model.meta_or("corner_scale", 32.0)?,
@@ -77,6 +81,8 @@ impl Detector {
         };
         Ok(Self {
             model,
+            source: source.clone(),
+            threads,
             input_w,
             input_h,
             params,
@@ -124,8 +130,24 @@ impl Detector {
         (self.input_w, self.input_h)
     }
 
-    /// Finds the modules in a frame. Coordinates are frame pixels.
+    /// Finds the modules in a frame, stretched to the input size the model
+    /// was loaded for. Coordinates are frame pixels.
     pub fn detect(&mut self, frame: &Frame) -> Result<Vec<Candidate>> {
+        self.detect_at(frame, (self.input_w, self.input_h))
+    }
+
+    /// [`Detector::detect`] with the frame stretched to `(width, height)`
+    /// (multiples of 16): a new size re-plans the model once (tens of
+    /// milliseconds), and stays until another size comes.
+    pub fn detect_at(
+        &mut self,
+        frame: &Frame,
+        (input_w, input_h): (usize, usize),
+    ) -> Result<Vec<Candidate>> {
+        if (input_w, input_h) != (self.input_w, self.input_h) {
+            self.model = plan(&self.source, input_w, input_h, self.threads)?;
+            (self.input_w, self.input_h) = (input_w, input_h);
+        }
         let (fw, fh) = (frame.width() as usize, frame.height() as usize);
         preprocess::normalise_frame(frame, &mut self.hist, &mut self.normalised);
         let input = if (fw, fh) == (self.input_w, self.input_h) {
@@ -161,6 +183,20 @@ impl Detector {
             (fw as f32, fh as f32),
         ))
     }
+}
+
+/// The detector `source` planned for a `input_w` x `input_h` input.
+fn plan(
+    source: &ModelSource,
+    input_w: usize,
+    input_h: usize,
+    threads: usize,
+) -> Result<LoadedModel> {
+    let expected = onnx::Expected {
+        kind: "detector",
+        channels: DETECTOR_CHANNELS,
+    };
+    onnx::load(source, expected, [1, 1, input_h, input_w], threads)
 }
 
 /// The operating threshold stored in the model file (0.3 for files without one).

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use classifier::Classifier;
 pub use detector::{Candidate, Detector};
 pub use onnx::ModelSource;
-pub use types::{DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
+pub use types::{Decision, DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
 
 use crate::frame::Frame;
 
@@ -43,6 +43,65 @@ pub enum Precision {
     F32,
 }
 
+/// `[model] input_scale`: the size the detector sees each frame at.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum InputScale {
+    /// Frames whose short side is at least [`AUTO_SMALL_SIDE`] px are
+    /// stretched to `input_width` x `input_height`; smaller frames (Lepton,
+    /// TC001) run at twice their own size, so that their modules cover more
+    /// than two cells of the stride-8 detector at a fraction of the cost.
+    #[default]
+    Auto,
+    /// Every frame runs at its own size times this factor.
+    Factor(f32),
+}
+
+/// Short side (px) under which `input_scale = "auto"` upsamples a frame 2x.
+pub const AUTO_SMALL_SIDE: u32 = 256;
+
+impl Serialize for InputScale {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            InputScale::Auto => s.serialize_str("auto"),
+            InputScale::Factor(f) => s.serialize_f32(*f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InputScale {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// What the TOML may hold: `"auto"` or a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Number(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Name(n) if n == "auto" => Ok(InputScale::Auto),
+            Raw::Name(n) => Err(serde::de::Error::custom(format!(
+                "input_scale = {n:?}: must be \"auto\" or a number such as 2"
+            ))),
+            Raw::Number(f) => Ok(InputScale::Factor(f as f32)),
+        }
+    }
+}
+
+impl std::str::FromStr for InputScale {
+    type Err = String;
+
+    /// `auto` or a number (the `--input-scale` flag).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(InputScale::Auto),
+            n => n
+                .parse()
+                .map(InputScale::Factor)
+                .map_err(|_| format!("{s:?} is not \"auto\" or a number")),
+        }
+    }
+}
+
 /// `[model]`: which models to run and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,10 +116,25 @@ pub struct ModelConfig {
     pub input_width: usize,
     /// Height the frame is resized to before detection (multiple of 16).
     pub input_height: usize,
+    /// Which frames run at `input_width` x `input_height` and which at a
+    /// multiple of their own size (see [`InputScale`]).
+    pub input_scale: InputScale,
     /// Minimum detector score for a module; unset = the model's tuned value.
     pub score_threshold: Option<f32>,
-    /// Minimum defect probability for `defective`; unset = the model's tuned value.
+    /// Minimum defect probability for `defective`; unset = the model's tuned
+    /// value. Decides modules the fused rule does not (no `pvtherm.fusion` in
+    /// the classifier, `fusion = false`, no temperatures).
     pub defect_threshold: Option<f32>,
+    /// Whether the classifier's fusion rule (its `pvtherm.fusion` metadata:
+    /// defect logit and temperature evidence) decides; false = the
+    /// classifier's probability alone.
+    pub fusion: bool,
+    /// Threshold on the fused rule's logit z (defective when z >= it);
+    /// unset = the rule's own, chosen on the cross-validation.
+    pub fusion_threshold: Option<f32>,
+    /// A fusion rule file (JSON, the `pvtherm.fusion` value on its own)
+    /// replacing the classifier's; unset = the classifier's metadata.
+    pub fusion_rule: Option<PathBuf>,
     /// Threads for the detector's matrix products (1 = the inference thread
     /// alone). The classifier always runs on one: its 40x24 crops are too small
     /// to split.
@@ -79,8 +153,12 @@ impl Default for ModelConfig {
             classifier: None,
             input_width: 640,
             input_height: 512,
+            input_scale: InputScale::Auto,
             score_threshold: None,
             defect_threshold: None,
+            fusion: true,
+            fusion_threshold: None,
+            fusion_rule: None,
             threads: 1,
         }
     }
@@ -106,6 +184,11 @@ impl ModelConfig {
                 anyhow::bail!("{key} = {side}: must be a multiple of 16");
             }
         }
+        if let InputScale::Factor(f) = self.input_scale {
+            if !(0.25..=8.0).contains(&f) {
+                anyhow::bail!("[model] input_scale = {f}: must be \"auto\" or 0.25 to 8");
+            }
+        }
         // 0 and 1 are no thresholds: ln(p / (1 - p)) is infinite there.
         for (key, threshold) in [
             ("[model] score_threshold", self.score_threshold),
@@ -115,6 +198,14 @@ impl ModelConfig {
                 if !(p > 0.0 && p < 1.0) {
                     anyhow::bail!("{key} = {p}: must be a probability above 0 and below 1");
                 }
+            }
+        }
+        if let Some(z) = self.fusion_threshold {
+            if !z.is_finite() || z.abs() > 50.0 {
+                anyhow::bail!(
+                    "[model] fusion_threshold = {z}: must be a logit between -50 and 50 \
+                     (0 = fused score 0.5)"
+                );
             }
         }
         if !(1..=MAX_THREADS).contains(&self.threads) {
@@ -131,17 +222,35 @@ impl ModelConfig {
         for (key, file) in [
             ("detector", &self.detector),
             ("classifier", &self.classifier),
+            ("fusion_rule", &self.fusion_rule),
         ] {
             if let Some(f) = file {
                 if !f.is_file() {
                     anyhow::bail!(
-                        "[model] {key} = {:?}: no such model file",
+                        "[model] {key} = {:?}: no such file",
                         f.display().to_string()
                     );
                 }
             }
         }
         Ok(())
+    }
+
+    /// The detector's input size (width, height) for a `width` x `height`
+    /// frame: multiples of 16, 32 to [`MAX_INPUT_SIDE`].
+    pub fn input_size_for(&self, width: u32, height: u32) -> (usize, usize) {
+        let factor = match self.input_scale {
+            InputScale::Auto if width.min(height) >= AUTO_SMALL_SIDE => {
+                return (self.input_width, self.input_height)
+            }
+            InputScale::Auto => 2.0,
+            InputScale::Factor(f) => f,
+        };
+        let side = |v: u32| {
+            let scaled = (v as f32 * factor).round() as usize;
+            scaled.div_ceil(16).clamp(2, MAX_INPUT_SIDE / 16) * 16
+        };
+        (side(width), side(height))
     }
 
     /// The detector to load.
@@ -197,6 +306,8 @@ mod builtin {
 pub struct ModelStack {
     pub detector: Detector,
     pub classifier: Classifier,
+    /// Picks the detector's input size per frame.
+    config: ModelConfig,
 }
 
 impl ModelStack {
@@ -213,12 +324,15 @@ impl ModelStack {
         Ok(Self {
             detector,
             classifier,
+            config: config.clone(),
         })
     }
 
-    /// Finds the modules in `frame` and judges each one.
+    /// Finds the modules in `frame` (at the input size `[model]` gives its
+    /// size) and judges each one.
     pub fn infer(&mut self, frame: &Frame) -> Result<Vec<ModuleDetection>> {
-        let candidates = self.detector.detect(frame)?;
+        let input = self.config.input_size_for(frame.width(), frame.height());
+        let candidates = self.detector.detect_at(frame, input)?;
         candidates
             .into_iter()
             .map(|c| {

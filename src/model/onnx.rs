@@ -64,16 +64,31 @@ impl LoadedModel {
     }
 }
 
+/// What a model must be to load in one role: its `pvtherm.kind` metadata
+/// (when the file has one) and the channels of its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// `detector` or `classifier`.
+    pub kind: &'static str,
+    /// Channels of the single `[1, C, h, w]` output.
+    pub channels: usize,
+}
+
 /// Loads `source`, fixes its single input to `input_shape` (f32), optimises,
-/// runs it once on zeros and checks that the single output has
-/// `expected_channels` channels. `threads` > 1 gives the plan its own pool for
-/// the matrix products. Every failure names the model and what is wrong.
+/// runs it once on zeros and checks that the file is the `expected` kind of
+/// model and its single output has the expected channels. `threads` > 1 gives
+/// the plan its own pool for the matrix products. Every failure names the
+/// model and what is wrong.
 pub fn load(
     source: &ModelSource,
+    expected: Expected,
     input_shape: [usize; 4],
-    expected_channels: usize,
     threads: usize,
 ) -> Result<LoadedModel> {
+    let Expected {
+        kind,
+        channels: expected_channels,
+    } = expected;
     let label = source.label();
     let mut bytes = Vec::new();
     let reader: &mut dyn Read = match source {
@@ -123,6 +138,14 @@ pub fn load(
                 metadata.insert(k.to_string(), s);
             }
         }
+    }
+    // A wrong file in the right place (the detector named as classifier) is
+    // said as such, before its shape makes a vaguer error.
+    if let Some(found) = metadata.get("kind").filter(|k| k.as_str() != kind) {
+        bail!(
+            "{label}: metadata pvtherm.kind = {found:?}, but a {kind} is expected here; \
+             name the pvtherm {kind} ONNX file"
+        );
     }
     let executor = executor(threads)?;
     let plan = model

@@ -3,9 +3,12 @@
 //! `tract_onnx::onnx()` registers every ONNX operator tract knows (LSTM, STFT,
 //! tree ensembles, ...), so link-time optimisation has to keep all of them:
 //! 4.1 MB of the release binary (docs/INSTALL.md, binary size). pvtherm's
-//! models use five: `Conv`, `Relu`, and for the int8 files `QuantizeLinear`,
-//! `QLinearConv`, `DequantizeLinear` (per-tensor, as the export writes them).
-//! This registry builds those five from tract-hir's public operators. A build
+//! models use six: `Conv`, `Relu`, `Add` (the classifier's residual blocks),
+//! and for the int8 files `QuantizeLinear`, `QLinearConv`, `DequantizeLinear`
+//! (per-tensor, as the export writes them; the export quantises Conv and Relu
+//! only, so residual sums stay a float `Add` between Dequantize and Quantize:
+//! tract-onnx 0.23 has no `QLinearAdd`, a Microsoft contrib operator).
+//! This registry builds those six from tract-hir's public operators. A build
 //! with the cargo feature `all-onnx-ops` takes tract's full registry instead,
 //! for custom models with other operators.
 
@@ -28,7 +31,8 @@ use tract_onnx::Onnx;
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// The ONNX operators `onnx()` can load (sorted, for messages).
-pub const SUPPORTED: [&str; 5] = [
+pub const SUPPORTED: [&str; 6] = [
+    "Add",
     "Conv",
     "DequantizeLinear",
     "QLinearConv",
@@ -40,6 +44,7 @@ pub const SUPPORTED: [&str; 5] = [
 #[cfg(not(feature = "all-onnx-ops"))]
 pub fn onnx() -> Onnx {
     let mut ops = OnnxOpRegister::default();
+    ops.insert("Add", add);
     ops.insert("Conv", conv);
     ops.insert("QLinearConv", qlinear_conv);
     ops.insert("Relu", relu);
@@ -126,6 +131,11 @@ fn qlinear_conv(_: &ParsingContext, node: &NodeProto) -> Built {
         op.bias_input = Some(8);
     }
     Ok((expand(op), vec![]))
+}
+
+/// `Add(A, B)`, with ONNX (numpy) broadcasting: the sum of a residual block.
+fn add(_: &ParsingContext, _: &NodeProto) -> Built {
+    Ok((tract_onnx::tract_hir::ops::math::Add.into_hir(), vec![]))
 }
 
 /// `Relu(X)` = max(X, 0).

@@ -32,6 +32,7 @@ fn module(q: Quad, defective: bool) -> AnalysedModule {
                 defective,
                 defect_score: if defective { 0.87 } else { 0.1 },
                 anomaly_class: "Hot-Spot".into(),
+                ..Default::default()
             },
         },
         temperature: None,

@@ -411,10 +411,16 @@ pub struct BrokerStats {
     pub outbox_bytes: u64,
     /// Messages waiting in the outbox (including those in flight).
     pub outbox_depth: u64,
+    /// Why the outbox cannot be written right now (disk full or failing);
+    /// `null` while it can.
+    pub outbox_error: Option<String>,
     /// Messages acknowledged by the broker (QoS 1) or written out (QoS 0), per class.
     pub published: ClassCounts,
     /// Successful connections after the first one.
     pub reconnects: u64,
+    /// Messages that could not be stored at all (disk full or failing even
+    /// after evicting older ones), per class: lost.
+    pub unstored: ClassCounts,
 }
 
 impl From<&PublisherStats> for BrokerStats {
@@ -428,8 +434,10 @@ impl From<&PublisherStats> for BrokerStats {
             link: p.link.clone(),
             outbox_bytes: p.outbox_bytes,
             outbox_depth: p.outbox_depth,
+            outbox_error: p.outbox_error.clone(),
             published: p.published,
             reconnects: p.reconnects,
+            unstored: p.unstored,
         }
     }
 }
@@ -530,12 +538,14 @@ mod tests {
             outbox_bytes: 4096,
             in_flight: 2,
             dropped: ClassCounts::default(),
+            unstored: ClassCounts::default(),
+            outbox_error: None,
             last_error: None,
         };
         let json = String::from_utf8(to_json(&BrokerStats::from(&stats))).unwrap();
         assert_eq!(
             json,
-            r#"{"connected":true,"connection_failures":1,"dropped":{},"in_flight":2,"last_error":null,"link":"connected to 127.0.0.1:1883","outbox_bytes":4096,"outbox_depth":3,"published":{"camera":1,"detections":2,"stats":6},"reconnects":0}"#
+            r#"{"connected":true,"connection_failures":1,"dropped":{},"in_flight":2,"last_error":null,"link":"connected to 127.0.0.1:1883","outbox_bytes":4096,"outbox_depth":3,"outbox_error":null,"published":{"camera":1,"detections":2,"stats":6},"reconnects":0,"unstored":{}}"#
         );
     }
 }

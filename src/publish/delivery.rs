@@ -219,8 +219,8 @@ impl Delivery {
             self.goodbye(&mut events).await;
         }
         link_task.abort();
-        let checkpoint = shared.outbox.lock().ignore_poison().checkpoint();
-        result.and(checkpoint)
+        shared.outbox.lock().ignore_poison().checkpoint();
+        result
     }
 
     /// Nothing left to deliver (used to end the drain early).

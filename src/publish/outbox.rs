@@ -7,6 +7,22 @@
 //!
 //! The row id (`INTEGER PRIMARY KEY AUTOINCREMENT`) is the delivery order. Memory holds
 //! only counters; the payloads stay on disk until the publisher fetches a window.
+//!
+//! # A full or failing disk
+//!
+//! The files (database and write-ahead log) stay within `max_bytes`: SQLite's
+//! `max_page_count` bounds the database, `journal_size_limit` and the checkpoint
+//! interval bound the log, so a full outbox and a full file system take the same
+//! path. When a batch cannot be written, older rows are evicted in the documented
+//! order to make room and the batch is tried again; what still cannot be stored is
+//! counted per class ([`Outbox::unstored`]) and the write error is kept as the
+//! outbox's health ([`Outbox::write_error`]), logged once when it starts and once
+//! when it ends. Nothing already on disk is given up, and nothing here stops the
+//! daemon: it recovers by itself when space returns.
+//!
+//! A delivered row whose delete cannot be committed is remembered in memory, left
+//! out of every fetch and deleted by the next write that succeeds, so a failing
+//! delete never sends an acknowledged message again while the process runs.
 
 use super::{ClassCounts, MessageClass, Outgoing};
 use crate::config_value::duration;
@@ -14,12 +30,31 @@ use crate::config_value::{duration_in_range, in_range};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bookkeeping bytes counted per row on top of payload and topic (row header, index
 /// entry), so that many tiny messages are not "free" against `max_bytes`.
 const ROW_OVERHEAD: u64 = 64;
+
+/// The smallest database the page bound allows (schema, table, index and a few
+/// rows): below it a tiny `max_bytes` bounds the accounted bytes only.
+const MIN_DB_PAGES: u64 = 64;
+
+/// Free pages (4 KiB each) left by delivered rows above which a drained outbox gives
+/// them back to the file system: small enough that a drained backlog shrinks the
+/// file, large enough that steady operation does not vacuum after every message.
+const VACUUM_FREE_PAGES: u64 = 256;
+
+/// How often a batch that hit a full disk is tried again after evicting older rows.
+const MAX_ROOM_ROUNDS: u32 = 6;
+
+/// Most pages the write-ahead log collects before a checkpoint moves them into the
+/// database (SQLite's default is 1000). Kept small because on a full file system a
+/// log that can start over costs no new space, while a long one needs the database
+/// to grow by as much to be checkpointed at all.
+const MAX_CHECKPOINT_PAGES: u64 = 256;
 
 /// The `[outbox]` config section: where the durable queue lives and how big it may grow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +63,8 @@ pub struct OutboxConfig {
     /// SQLite file. The systemd unit gives `StateDirectory=pvtherm`, hence the default
     /// `/var/lib/pvtherm/outbox.sqlite`. The parent directory is created if missing.
     pub path: PathBuf,
-    /// Upper bound on stored messages in bytes (payload + topic + 64 bytes per row).
+    /// Upper bound on stored messages in bytes (payload + topic + 64 bytes per row),
+    /// and on the files on disk (database plus write-ahead log; at least 256 KiB).
     /// When a new message does not fit, the oldest detections are dropped first, then
     /// snapshots, and defects only when nothing else is left. Default 256 MiB.
     pub max_bytes: u64,
@@ -113,6 +149,12 @@ pub struct Outbox {
     depth: u64,
     bytes: u64,
     dropped: ClassCounts,
+    /// Messages that could not be written at all (disk full or failing), per class.
+    unstored: ClassCounts,
+    /// Why the last write failed; `None` while writes succeed.
+    write_error: Option<String>,
+    /// Delivered rows whose delete is not committed yet (see the module docs).
+    acked: BTreeSet<i64>,
 }
 
 /// Classes the outbox sacrifices when full, in this order; anything else is dropped
@@ -169,7 +211,11 @@ impl Outbox {
             depth: depth as u64,
             bytes: bytes as u64,
             dropped: ClassCounts::default(),
+            unstored: ClassCounts::default(),
+            write_error: None,
+            acked: BTreeSet::new(),
         };
+        outbox.bound_files()?;
         if outbox.depth > 0 {
             log::info!(
                 "outbox {}: {} messages ({} bytes) waiting from a previous run",
@@ -178,6 +224,8 @@ impl Outbox {
                 outbox.bytes
             );
         }
+        // A full disk must not keep the daemon from starting: expiry is tried
+        // again every minute, and the write error is in the health.
         outbox.expire()?;
         Ok(outbox)
     }
@@ -202,15 +250,102 @@ impl Outbox {
         self.dropped
     }
 
+    /// Messages that could not be stored since open (the disk was full or failing
+    /// even after evicting older rows), per class. They are lost.
+    pub fn unstored(&self) -> ClassCounts {
+        self.unstored
+    }
+
+    /// Why the outbox cannot be written right now; `None` while it can. While it is
+    /// set, [`Outbox::depth`] still counts the rows on disk.
+    pub fn write_error(&self) -> Option<&str> {
+        self.write_error.as_deref()
+    }
+
+    /// Sets SQLite's bounds so that database and write-ahead log together stay
+    /// within `max_bytes`: an eighth for the log (truncated back to that after each
+    /// checkpoint, checkpointed at half of it or [`MAX_CHECKPOINT_PAGES`]), the rest
+    /// for the database pages.
+    fn bound_files(&self) -> Result<()> {
+        let page: u64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
+            .max(512) as u64;
+        let wal = self.max_bytes / 8;
+        let db_pages = (self.max_bytes.saturating_sub(wal) / page).max(MIN_DB_PAGES);
+        let checkpoint_pages = (wal / page / 2).clamp(8, MAX_CHECKPOINT_PAGES);
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {db_pages}"), [], |_| {
+                Ok(())
+            })?;
+        self.conn.query_row(
+            &format!("PRAGMA journal_size_limit = {wal}"),
+            [],
+            |_| Ok(()),
+        )?;
+        self.conn.query_row(
+            &format!("PRAGMA wal_autocheckpoint = {checkpoint_pages}"),
+            [],
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
     /// Stores messages in one transaction (one fsync), evicting older ones first if
-    /// they do not fit. Returns the new row ids. A message larger than `max_bytes` on
-    /// its own is refused with an error and nothing of the batch is stored.
+    /// they do not fit. Returns the new row ids: empty when the disk could not take
+    /// the batch even after evicting (the messages are counted in
+    /// [`Outbox::unstored`], see the module docs). A message larger than `max_bytes`
+    /// on its own is refused with an error and nothing of the batch is stored.
     pub fn push_all<'a>(
         &mut self,
         messages: impl IntoIterator<Item = &'a Outgoing>,
     ) -> Result<Vec<i64>> {
+        let messages: Vec<&Outgoing> = messages.into_iter().collect();
+        for m in &messages {
+            let size = row_size(m);
+            if size > self.max_bytes {
+                bail!(
+                    "{} message on {:?} is {} bytes, more than [outbox] max_bytes = {}",
+                    m.class,
+                    m.topic_suffix,
+                    size,
+                    self.max_bytes
+                );
+            }
+        }
+        let need: u64 = messages.iter().map(|m| row_size(m)).sum();
+        let mut round = 0;
+        let error = loop {
+            let error = match self.try_push(&messages) {
+                Ok(ids) => {
+                    self.wrote();
+                    return Ok(ids);
+                }
+                Err(e) => e,
+            };
+            if !is_full(&error) || round == MAX_ROOM_ROUNDS {
+                break error;
+            }
+            // Full: make room by the eviction order, twice as much each round
+            // (free space inside pages is fragmented), and try again.
+            match self.evict_for_room(need << round) {
+                Ok(0) | Err(_) => break error,
+                Ok(_) => round += 1,
+            }
+        };
+        for m in &messages {
+            self.unstored.add(m.class, 1);
+        }
+        self.write_failed(&error, "store new messages");
+        Ok(Vec::new())
+    }
+
+    /// One attempt at [`Outbox::push_all`]: the batch in one transaction, evicting
+    /// by the accounted bytes; the counters change only when it commits.
+    fn try_push(&mut self, messages: &[&Outgoing]) -> Result<Vec<i64>> {
         let now = now_ms();
         let tx = self.conn.transaction()?;
+        delete_acked(&tx, &self.acked)?;
         let mut ids = Vec::new();
         let (mut depth, mut bytes, mut dropped) = (self.depth, self.bytes, self.dropped);
         {
@@ -220,15 +355,6 @@ impl Outbox {
             )?;
             for m in messages {
                 let size = row_size(m);
-                if size > self.max_bytes {
-                    bail!(
-                        "{} message on {:?} is {} bytes, more than [outbox] max_bytes = {}",
-                        m.class,
-                        m.topic_suffix,
-                        size,
-                        self.max_bytes
-                    );
-                }
                 while bytes + size > self.max_bytes {
                     let (class, freed) = evict_one(&tx)?;
                     dropped.add(class, 1);
@@ -250,18 +376,71 @@ impl Outbox {
         }
         tx.commit()
             .with_context(|| format!("cannot commit to outbox {}", self.path.display()))?;
+        self.acked.clear();
+        self.log_drops(dropped, "outbox full");
+        (self.depth, self.bytes, self.dropped) = (depth, bytes, dropped);
+        Ok(ids)
+    }
+
+    /// Evicts rows by the eviction order until at least `want` accounted bytes are
+    /// freed, in one transaction. Returns the bytes freed (0: nothing left to evict).
+    fn evict_for_room(&mut self, want: u64) -> Result<u64> {
+        self.let_log_start_over();
+        let tx = self.conn.transaction()?;
+        delete_acked(&tx, &self.acked)?;
+        let (mut depth, mut bytes, mut dropped) = (self.depth, self.bytes, self.dropped);
+        let mut freed = 0;
+        while freed < want && depth > 0 {
+            let (class, size) = evict_one(&tx)?;
+            dropped.add(class, 1);
+            depth -= 1;
+            bytes -= size;
+            freed += size;
+        }
+        tx.commit()?;
+        self.acked.clear();
+        self.log_drops(dropped, "outbox disk full");
+        (self.depth, self.bytes, self.dropped) = (depth, bytes, dropped);
+        Ok(freed)
+    }
+
+    /// Logs, per class, how many more messages `dropped` holds than counted so far.
+    fn log_drops(&self, dropped: ClassCounts, why: &str) {
         for (class, n) in dropped.iter() {
             let before = self.dropped.get(class);
             if n > before {
                 log::warn!(
-                    "outbox full ({} bytes max): dropped {} oldest {class} message(s)",
+                    "{why} ({} bytes max): dropped {} oldest {class} message(s)",
                     self.max_bytes,
                     n - before
                 );
             }
         }
-        (self.depth, self.bytes, self.dropped) = (depth, bytes, dropped);
-        Ok(ids)
+    }
+
+    /// A write succeeded: ends a write-error state (logged once).
+    fn wrote(&mut self) {
+        if let Some(error) = self.write_error.take() {
+            log::warn!(
+                "outbox {} is writable again after: {error}; {} message(s) could not be \
+                 stored meanwhile",
+                self.path.display(),
+                self.unstored.total()
+            );
+        }
+    }
+
+    /// A write failed: starts a write-error state, logged once per new error.
+    fn write_failed(&mut self, error: &anyhow::Error, what: &str) {
+        let text = format!("cannot {what}: {error:#}");
+        if self.write_error.as_deref() != Some(text.as_str()) {
+            log::error!(
+                "outbox {}: {text} — new messages are counted as unstored until it can \
+                 be written again (free space on its file system)",
+                self.path.display()
+            );
+            self.write_error = Some(text);
+        }
     }
 
     /// Up to `limit` messages with id greater than `after`, oldest first.
@@ -283,6 +462,9 @@ impl Outbox {
         let mut out = Vec::new();
         for row in rows {
             let (id, class, topic_suffix, retain, created_at_ms, payload) = row?;
+            if self.acked.contains(&id) {
+                continue;
+            }
             // An unknown class can only come from a newer version's file: deliver it
             // as detections (the most droppable) rather than refusing the whole queue.
             let class = MessageClass::from_name(&class).unwrap_or(MessageClass::Detections);
@@ -301,27 +483,97 @@ impl Outbox {
     }
 
     /// Deletes a delivered row. Returns false if it was already gone (evicted while in
-    /// flight), which is not an error.
+    /// flight), which is not an error. A delete that cannot be committed (full or
+    /// failing disk) is remembered and done by the next write that succeeds; the row
+    /// is not fetched again meanwhile.
     ///
     /// The delete is committed without an fsync even with `synchronous = "full"`: a
     /// delete lost to a power cut only means the message is delivered again
     /// (at-least-once), and it halves the fsyncs per message. The next synced commit
     /// makes it durable anyway (the write-ahead log is sequential).
     pub fn remove(&mut self, id: i64) -> Result<bool> {
-        self.set_synchronous(Synchronous::Normal)?;
-        let size: Result<Option<i64>, rusqlite::Error> = self
+        if self.acked.contains(&id) {
+            return Ok(false);
+        }
+        let size: Option<i64> = self
             .conn
-            .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING size")
-            .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional());
+            .prepare_cached("SELECT size FROM outbox WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()
+            .with_context(|| format!("cannot read outbox {}", self.path.display()))?;
+        let Some(size) = size else {
+            return Ok(false);
+        };
+        self.acked.insert(id);
+        self.depth -= 1;
+        self.bytes -= size as u64;
+        self.set_synchronous(Synchronous::Normal)?;
+        let deleted = self.delete_acked_now();
         self.set_synchronous(self.synchronous)?;
-        let size = size?;
-        match size {
-            Some(size) => {
-                self.depth -= 1;
-                self.bytes -= size as u64;
-                Ok(true)
+        match deleted {
+            Ok(()) => {
+                self.wrote();
+                if self.depth == 0 {
+                    self.compact();
+                }
             }
-            None => Ok(false),
+            Err(e) => self.write_failed(&e, "delete delivered messages"),
+        }
+        Ok(true)
+    }
+
+    /// Commits the deletes of the delivered rows in [`Outbox::acked`]; on a full
+    /// disk once more after a checkpoint.
+    fn delete_acked_now(&mut self) -> Result<()> {
+        match self.delete_acked_once() {
+            Err(e) if is_full(&e) => {
+                self.let_log_start_over();
+                self.delete_acked_once()
+            }
+            other => other,
+        }?;
+        self.acked.clear();
+        Ok(())
+    }
+
+    /// One transaction deleting the rows in [`Outbox::acked`].
+    fn delete_acked_once(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        delete_acked(&tx, &self.acked)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checkpoints so that the write-ahead log starts over from its beginning
+    /// instead of growing: a delete needs log space too. On a full disk the
+    /// checkpoint itself may fail; the write that follows then reports it.
+    fn let_log_start_over(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+
+    /// Gives the pages of delivered rows back to the file system once there are
+    /// many (after a backlog drained): incremental vacuum, then a checkpoint that
+    /// truncates the log. Best effort: a failure leaves a larger file, nothing else.
+    fn compact(&mut self) {
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap_or(0);
+        if (free as u64) < VACUUM_FREE_PAGES {
+            return;
+        }
+        let result = step_to_end(&self.conn, "PRAGMA incremental_vacuum").and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        });
+        match result {
+            Ok(()) => log::debug!(
+                "outbox {}: gave {free} free pages back after the backlog drained",
+                self.path.display()
+            ),
+            Err(e) => log::debug!("outbox {}: cannot compact: {e}", self.path.display()),
         }
     }
 
@@ -332,9 +584,26 @@ impl Outbox {
     }
 
     /// Drops messages older than `max_age` (counted per class). Returns how many.
+    /// A disk that cannot take the delete is reported in the health, not as an
+    /// error: expiry is tried again later.
     pub fn expire(&mut self) -> Result<u64> {
+        match self.try_expire() {
+            Ok(n) => {
+                self.wrote();
+                Ok(n)
+            }
+            Err(e) => {
+                self.write_failed(&e, "expire old messages");
+                Ok(0)
+            }
+        }
+    }
+
+    /// One attempt at [`Outbox::expire`].
+    fn try_expire(&mut self) -> Result<u64> {
         let cutoff = now_ms() - self.max_age.as_millis().min(i64::MAX as u128) as i64;
         let tx = self.conn.transaction()?;
+        delete_acked(&tx, &self.acked)?;
         let mut removed = ClassCounts::default();
         let mut freed = 0u64;
         {
@@ -351,6 +620,7 @@ impl Outbox {
             }
         }
         tx.commit()?;
+        self.acked.clear();
         let n = removed.total();
         if n > 0 {
             log::warn!(
@@ -367,11 +637,20 @@ impl Outbox {
     }
 
     /// Moves the write-ahead log into the main file (called on clean shutdown so the
-    /// state directory holds one self-contained file).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.conn
+    /// state directory holds one self-contained file). Best effort: the log is as
+    /// durable as the file, so a checkpoint that fails (a full disk) only leaves it
+    /// for the next start, with a warning.
+    pub fn checkpoint(&self) {
+        if let Err(e) = self
+            .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .with_context(|| format!("cannot checkpoint outbox {}", self.path.display()))
+        {
+            log::warn!(
+                "cannot checkpoint outbox {} ({e}); its write-ahead log stays beside it \
+                 and is read at the next start",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -380,6 +659,9 @@ impl Outbox {
 fn open_checked(path: &Path, sync: Synchronous) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Takes effect on a new file (before the first table); an older file keeps
+    // its mode until `VACUUM`, see `enable_incremental_vacuum`.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         bail!("SQLite refused WAL journal mode (got {mode:?})");
@@ -401,7 +683,58 @@ fn open_checked(path: &Path, sync: Synchronous) -> Result<Connection> {
          );
          CREATE INDEX IF NOT EXISTS outbox_class_id ON outbox (class, id);",
     )?;
+    enable_incremental_vacuum(&conn, path);
     Ok(conn)
+}
+
+/// Converts a file made before incremental vacuum (auto_vacuum = 0) once, so
+/// that a drained backlog gives its pages back. Best effort: it needs free space
+/// about the size of the file, and without it the outbox works, only larger.
+fn enable_incremental_vacuum(conn: &Connection, path: &Path) {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap_or(2);
+    if mode == 2 {
+        return;
+    }
+    match conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;") {
+        Ok(()) => log::info!("outbox {}: converted to incremental vacuum", path.display()),
+        Err(e) => log::warn!(
+            "outbox {}: cannot convert to incremental vacuum ({e}); it works, \
+             but does not shrink after a backlog",
+            path.display()
+        ),
+    }
+}
+
+/// Runs `sql` until SQLite says it is done. Needed where one step is not the
+/// whole statement: `PRAGMA incremental_vacuum` frees one page per step, and a
+/// statement in autocommit mode commits only at its end (an error there is
+/// lost when the statement is merely reset, as `query_row` does).
+fn step_to_end(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// Whether a write failed because the disk (or the page bound) is full.
+fn is_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::DiskFull
+        )
+    })
+}
+
+/// Deletes the delivered rows whose delete failed earlier, inside `tx`.
+fn delete_acked(tx: &rusqlite::Transaction<'_>, acked: &BTreeSet<i64>) -> Result<()> {
+    let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+    for id in acked {
+        stmt.execute([id])?;
+    }
+    Ok(())
 }
 
 /// Marker error: `PRAGMA quick_check` found damage.
@@ -617,6 +950,77 @@ mod tests {
                 .any(|n| n.starts_with("outbox.sqlite.corrupt-")),
             "{names:?}"
         );
+    }
+
+    /// Bytes of the database and its write-ahead log on disk.
+    fn files_size(path: &Path) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .map(|ext| {
+                let mut p = path.as_os_str().to_owned();
+                p.push(ext);
+                std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
+            })
+            .sum()
+    }
+
+    #[test]
+    fn files_stay_within_max_bytes_by_evicting_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 512 * 1024);
+        let mut ob = Outbox::open(&cfg).unwrap();
+        // Twice what fits: one defect for every nine detections.
+        for n in 0..500 {
+            let class = if n % 10 == 0 {
+                MessageClass::Defect
+            } else {
+                MessageClass::Detections
+            };
+            let ids = ob.push_all(&[msg(class, n, 2000)]).unwrap();
+            assert_eq!(
+                ids.len(),
+                1,
+                "message {n} not stored: {:?}",
+                ob.write_error()
+            );
+            assert!(files_size(&cfg.path) <= cfg.max_bytes, "after message {n}");
+        }
+        assert_eq!(ob.unstored().total(), 0);
+        assert_eq!(ob.write_error(), None);
+        assert_eq!(ob.dropped().get(MessageClass::Defect), 0);
+        assert_eq!(ob.dropped().total() + ob.depth(), 500);
+        let left = ob.fetch_after(0, 1000).unwrap();
+        assert_eq!(left.len() as u64, ob.depth());
+        assert_eq!(
+            left.iter()
+                .filter(|r| r.message.class == MessageClass::Defect)
+                .count(),
+            50
+        );
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 64 << 20);
+        let mut ob = Outbox::open(&cfg).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..100 {
+            let batch: Vec<Outgoing> = (0..20)
+                .map(|k| msg(MessageClass::Detections, n * 20 + k, 2000))
+                .collect();
+            ids.extend(ob.push_all(&batch).unwrap());
+        }
+        let full = files_size(&cfg.path);
+        assert!(full > 4_000_000, "{full}");
+        for id in ids {
+            assert!(ob.remove(id).unwrap());
+        }
+        assert_eq!(ob.depth(), 0);
+        let drained = files_size(&cfg.path);
+        assert!(drained < full / 8, "{full} bytes before, {drained} after");
+        drop(ob);
+        assert_eq!(Outbox::open(&cfg).unwrap().depth(), 0);
     }
 
     #[test]

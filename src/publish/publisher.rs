@@ -41,6 +41,10 @@ pub struct PublisherStats {
     pub in_flight: usize,
     /// Messages dropped because the outbox was full or they were too old, per class.
     pub dropped: ClassCounts,
+    /// Messages that could not be stored at all (disk full or failing), per class.
+    pub unstored: ClassCounts,
+    /// Why the outbox cannot be written right now; `None` while it can.
+    pub outbox_error: Option<String>,
     /// The last connection error, kept after reconnecting (for diagnosis).
     pub last_error: Option<String>,
 }
@@ -135,9 +139,10 @@ impl Publisher {
     /// Current link and queue statistics; the outbox figures count committed
     /// messages (call [`Publisher::flush`] first to include the last batch).
     pub fn stats(&self) -> PublisherStats {
-        let (depth, bytes, dropped) = {
+        let (depth, bytes, dropped, unstored, outbox_error) = {
             let ob = self.shared.outbox.lock().ignore_poison();
-            (ob.depth(), ob.bytes(), ob.dropped())
+            let error = ob.write_error().map(str::to_owned);
+            (ob.depth(), ob.bytes(), ob.dropped(), ob.unstored(), error)
         };
         let link = self.shared.link.lock().ignore_poison();
         PublisherStats {
@@ -150,6 +155,8 @@ impl Publisher {
             outbox_bytes: bytes,
             in_flight: link.in_flight,
             dropped,
+            unstored,
+            outbox_error,
             last_error: link.last_error.clone(),
         }
     }

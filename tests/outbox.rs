@@ -1,0 +1,305 @@
+//! The outbox against a full disk, with a real mosquitto: the broker is down
+//! while the outbox fills up, every message is either delivered, dropped by the
+//! eviction order or counted as unstored, none acknowledged is delivered twice
+//! beyond one in-flight window, the publisher never stops, and the file gives
+//! its space back once the backlog drained.
+//!
+//! Two ways to fill it: the page bound that `[outbox] max_bytes` sets (runs for
+//! anyone), and a real 4 MiB tmpfs (needs root for the mount; skipped
+//! otherwise).
+
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
+
+use mosquitto::{Mosquitto, MosquittoOptions, Subscriber};
+use pvtherm::publish::{
+    spawn_publisher, Identity, MessageClass, MqttConfig, OutboxConfig, Outgoing, Publisher,
+    PublisherStats, Synchronous,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+const T: Duration = Duration::from_secs(30);
+const WINDOW: u16 = 16;
+
+/// A publisher on its own runtime, as the daemon runs it.
+struct Running {
+    rt: Runtime,
+    publisher: Publisher,
+    task: JoinHandle<anyhow::Result<()>>,
+    stop: broadcast::Sender<()>,
+}
+
+impl Running {
+    fn start(mqtt: &MqttConfig, outbox: &OutboxConfig, device: &str) -> Running {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let identity = Identity::new("pvtherm", device).unwrap();
+        let (stop, stop_rx) = broadcast::channel(1);
+        let (publisher, task) = rt
+            .block_on(async { spawn_publisher(mqtt, outbox, &identity, stop_rx) })
+            .unwrap();
+        Running {
+            rt,
+            publisher,
+            task,
+            stop,
+        }
+    }
+
+    /// Stats once `done` holds (or the timeout passed).
+    fn wait_stats(&self, done: impl Fn(&PublisherStats) -> bool) -> PublisherStats {
+        let deadline = Instant::now() + T;
+        loop {
+            let stats = self.publisher.stats();
+            if done(&stats) || Instant::now() > deadline {
+                return stats;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Clean shutdown; the publisher must still be running when asked.
+    fn shutdown(self) {
+        assert!(!self.task.is_finished(), "the publisher stopped on its own");
+        let _ = self.stop.send(());
+        self.rt
+            .block_on(self.task)
+            .expect("publisher task panicked")
+            .expect("publisher shutdown failed");
+    }
+}
+
+/// A tmpfs of `bytes` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root, or no mount(8)).
+    fn mount(bytes: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// Database plus write-ahead log, in bytes.
+fn files_size(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .map(|ext| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
+/// Message `seq`: a defect every tenth, detections otherwise, `len` bytes.
+fn numbered(seq: usize, len: usize) -> Outgoing {
+    let (class, topic) = if seq % 10 == 0 {
+        (MessageClass::Defect, "defects")
+    } else {
+        (MessageClass::Detections, "detections")
+    };
+    let mut payload = format!("{seq:06} ").into_bytes();
+    payload.resize(len, b'.');
+    Outgoing::new(class, topic, payload)
+}
+
+/// The sequence numbers received on the durable topics, in arrival order.
+fn payloads(sub: &Subscriber) -> Vec<Vec<u8>> {
+    sub.messages()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/detections") || m.topic.ends_with("/defects"))
+        .map(|m| m.payload[..6].to_vec())
+        .collect()
+}
+
+/// Waits until `done` holds; whether it did within `timeout`.
+fn wait_for(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// What one fill-outage-recover run saw.
+struct Outcome {
+    /// The outbox files at the end of the outage.
+    full_size: u64,
+    /// The outbox files after the backlog drained.
+    drained_size: u64,
+}
+
+/// Broker down, `count` messages of `len` bytes into `outbox`, then `make_room`
+/// (free space), broker up: every message must be delivered, dropped or
+/// unstored (counted), none twice beyond one window, and new messages are
+/// stored again.
+fn fill_then_recover(
+    outbox: OutboxConfig,
+    device: &str,
+    count: usize,
+    len: usize,
+    make_room: impl FnOnce(),
+) -> Outcome {
+    let mut broker = Mosquitto::start_with(MosquittoOptions {
+        persistence: true,
+        extra: "max_queued_messages 0\n".into(),
+        ..MosquittoOptions::default()
+    });
+    let filter = format!("pvtherm/{device}/+");
+    let sub = Subscriber::start(
+        &broker.mqtt_config(),
+        &filter,
+        Some(&format!("{device}-sub")),
+    );
+    broker.stop();
+    let mqtt = MqttConfig {
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(300),
+        replay_rate: 0,
+        inflight_window: WINDOW,
+        drain_timeout: Duration::from_secs(3),
+        ..broker.mqtt_config()
+    };
+    let run = Running::start(&mqtt, &outbox, device);
+    let mut sent = Vec::new();
+    for batch in (0..count).collect::<Vec<_>>().chunks(8) {
+        let messages: Vec<Outgoing> = batch.iter().map(|&i| numbered(i, len)).collect();
+        sent.extend(messages.iter().map(|m| m.payload[..6].to_vec()));
+        run.publisher.submit_all(messages).unwrap();
+    }
+    run.publisher.flush();
+    let full = run.publisher.stats();
+    let full_size = files_size(&outbox.path);
+    eprintln!("{device}: end of the outage: {full:?}, files {full_size} bytes");
+    assert!(
+        full.dropped.total() + full.unstored.total() > 0,
+        "the outage did not fill the outbox: {full:?}"
+    );
+    assert_eq!(
+        full.dropped.get(MessageClass::Defect),
+        0,
+        "defects went before detections: {full:?}"
+    );
+    assert!(full.outbox_depth > 0, "{full:?}");
+    assert!(!run.task.is_finished());
+
+    make_room();
+    broker.start_again();
+    // New messages after space returned are stored and delivered.
+    let after: Vec<Outgoing> = (count..count + 20).map(|i| numbered(i, len)).collect();
+    sent.extend(after.iter().map(|m| m.payload[..6].to_vec()));
+    run.publisher.submit_all(after).unwrap();
+    let done = run.wait_stats(|s| s.connected && s.outbox_depth == 0 && s.in_flight == 0);
+    assert_eq!(done.outbox_depth, 0, "{done:?}");
+    assert_eq!(done.outbox_error, None, "{done:?}");
+    assert_eq!(
+        done.unstored, full.unstored,
+        "stored again after space returned"
+    );
+    let lost = done.dropped.total() + done.unstored.total();
+    let expected = sent.len() as u64 - lost;
+    assert!(
+        wait_for(T, || {
+            let mut seen = payloads(&sub);
+            seen.sort();
+            seen.dedup();
+            seen.len() as u64 >= expected
+        }),
+        "not every stored message arrived: {done:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut times: HashMap<Vec<u8>, usize> = HashMap::new();
+    for m in payloads(&sub) {
+        *times.entry(m).or_default() += 1;
+    }
+    assert!(times.keys().all(|k| sent.contains(k)));
+    assert_eq!(times.len() as u64, expected, "{done:?}");
+    let twice: usize = times.values().map(|n| n - 1).sum();
+    assert!(
+        twice <= usize::from(WINDOW),
+        "{twice} messages delivered twice"
+    );
+    let drained_size = files_size(&outbox.path);
+    eprintln!("{device}: drained: {done:?}, files {drained_size} bytes, {twice} twice");
+    run.shutdown();
+    Outcome {
+        full_size,
+        drained_size,
+    }
+}
+
+#[test]
+fn page_bound_full_outbox_evicts_counts_and_shrinks_after_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = OutboxConfig {
+        path: dir.path().join("outbox.sqlite"),
+        max_bytes: 8 << 20,
+        synchronous: Synchronous::Normal,
+        ..OutboxConfig::default()
+    };
+    // 12 MB of messages into 8 MiB.
+    let out = fill_then_recover(outbox.clone(), "full-pages", 1500, 8000, || {});
+    assert!(out.full_size <= outbox.max_bytes, "{} bytes", out.full_size);
+    assert!(
+        out.drained_size < out.full_size / 4,
+        "{} bytes full, {} drained",
+        out.full_size,
+        out.drained_size
+    );
+}
+
+#[test]
+fn full_file_system_keeps_running_counts_and_recovers() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let Some(fs) = Tmpfs::mount(4 << 20) else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    // A filler takes a quarter of the file system; deleting it is "space returns".
+    let filler = fs.dir.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
+    let outbox = OutboxConfig {
+        path: fs.dir.path().join("outbox.sqlite"),
+        ..OutboxConfig::default()
+    };
+    // 8 MB of messages onto a 4 MiB file system.
+    fill_then_recover(outbox, "full-fs", 2000, 4000, || {
+        std::fs::remove_file(&filler).unwrap();
+    });
+}

@@ -31,9 +31,9 @@ pub struct ModelArgs {
     /// the config file's].
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub input_size: Option<(usize, usize)>,
-    /// Detector input: `auto` (frames under 256 px on the short side at 2x
-    /// their size, others at the input size) or a factor on every frame's
-    /// own size [default: auto, or the config file's].
+    /// Detector input: `auto` (frames under 256 px on the short side
+    /// upsampled 2x or 4x, others stretched to the input size) or a factor
+    /// on every frame's own size [default: auto, or the config file's].
     #[arg(long, value_name = "auto|F")]
     pub input_scale: Option<pvtherm::model::InputScale>,
     /// Override the detector's score threshold.

@@ -47,17 +47,22 @@ pub enum Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum InputScale {
     /// Frames whose short side is at least [`AUTO_SMALL_SIDE`] px are
-    /// stretched to `input_width` x `input_height`; smaller frames (Lepton,
-    /// TC001) run at twice their own size, so that their modules cover more
-    /// than two cells of the stride-8 detector at a fraction of the cost.
+    /// stretched to `input_width` x `input_height`; smaller frames (TC001,
+    /// Lepton) run at their own size times the smallest power of two that
+    /// makes their short side at least [`AUTO_MIN_SHORT_SIDE`] px (256x192:
+    /// 2x, 160x120: 4x), so that their modules cover several cells of the
+    /// stride-8 detector. Measured in MODEL_CARD.md ("Small frames").
     #[default]
     Auto,
     /// Every frame runs at its own size times this factor.
     Factor(f32),
 }
 
-/// Short side (px) under which `input_scale = "auto"` upsamples a frame 2x.
+/// Short side (px) under which `input_scale = "auto"` upsamples a frame.
 pub const AUTO_SMALL_SIDE: u32 = 256;
+
+/// Short side (px) that `input_scale = "auto"` upsamples small frames to, at least.
+pub const AUTO_MIN_SHORT_SIDE: u32 = 384;
 
 impl Serialize for InputScale {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -243,7 +248,14 @@ impl ModelConfig {
             InputScale::Auto if width.min(height) >= AUTO_SMALL_SIDE => {
                 return (self.input_width, self.input_height)
             }
-            InputScale::Auto => 2.0,
+            InputScale::Auto => {
+                let short = width.min(height).max(1);
+                let mut factor = 2.0f32;
+                while (short as f32 * factor) < AUTO_MIN_SHORT_SIDE as f32 {
+                    factor *= 2.0;
+                }
+                factor
+            }
             InputScale::Factor(f) => f,
         };
         let side = |v: u32| {
@@ -299,6 +311,44 @@ mod builtin {
                 bytes: include_bytes!("../../models/pvtherm-classifier-f32.onnx"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_input_scale_upsamples_small_frames_only() {
+        let c = ModelConfig::default();
+        assert_eq!(c.input_size_for(640, 512), (640, 512));
+        assert_eq!(c.input_size_for(1280, 1024), (640, 512));
+        assert_eq!(c.input_size_for(256, 192), (512, 384));
+        assert_eq!(c.input_size_for(256, 205), (512, 416));
+        assert_eq!(c.input_size_for(160, 120), (640, 480));
+        assert_eq!(c.input_size_for(80, 60), (640, 480));
+        let once = ModelConfig {
+            input_scale: InputScale::Factor(1.0),
+            ..ModelConfig::default()
+        };
+        assert_eq!(once.input_size_for(160, 120), (160, 128));
+        let bad = ModelConfig {
+            input_scale: InputScale::Factor(20.0),
+            ..ModelConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("input_scale"));
+        for (toml, scale) in [
+            ("\"auto\"", InputScale::Auto),
+            ("2", InputScale::Factor(2.0)),
+        ] {
+            let c: ModelConfig = toml::from_str(&format!("input_scale = {toml}")).unwrap();
+            assert_eq!(c.input_scale, scale);
+        }
+        assert!(toml::from_str::<ModelConfig>("input_scale = \"big\"").is_err());
     }
 }
 

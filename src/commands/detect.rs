@@ -74,6 +74,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut survey = Survey::new(&mut inspector, render_options);
+    let mut first_error = None;
     for (seq, file) in files.iter().enumerate() {
         progress.set_message(file.display().to_string());
         match inspect_one(&mut survey, file, seq as u64, args.out.as_deref()) {

@@ -634,7 +634,7 @@ fn a_browser_uploads_on_the_page_and_sees_the_modules() {
         return;
     };
     let file = Path::new(FIXTURES).join("20180630_154039.jpg");
-    let expected = detect_json(&[file.clone()], None);
+    let expected = detect_json(std::slice::from_ref(&file), None);
     let (count, defective, _) = modules_of(&expected).remove(0);
     assert!(!defective.is_empty(), "the fixture has a defective module");
 
@@ -808,4 +808,91 @@ fn daemon_frame_count_is_unchanged_while_uploads_hammer_the_api() {
         "every frame was processed: {last}"
     );
     assert_eq!(last["frames_dropped"], 0, "{last}");
+}
+
+/// A child process killed and reaped when dropped, so a failed assertion
+/// leaves no daemon running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_live_page_shows_the_snapshot_of_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = mosquitto::free_port();
+    let config = dir.path().join("pvtherm.toml");
+    // No broker: the daemon keeps its messages in the outbox; the page does not care.
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"replay\"\n[source.replay]\npath = \"{}\"\nfps = 2\nloop = true\n[output]\nsnapshot_interval = \"200ms\"\nstats_interval = \"500ms\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n[outbox]\npath = \"{}\"\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n",
+            Path::new(FIXTURES).join("20180630_154039.jpg").display(),
+            mosquitto::free_port(),
+            dir.path().join("outbox.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's web server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let browser = Browser::open(&format!("http://{addr}/live"));
+    let Some(mut browser) = browser else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but chromium is not installed (scripts/setup-debian.sh --test installs it)"
+        );
+        eprintln!("SKIPPED: chromium is not installed; the live page was not tested in a browser");
+        return;
+    };
+    browser.wait_for(
+        "document.getElementById('snapshot').naturalWidth > 0 && document.getElementById('health').textContent.includes('online')",
+        Duration::from_secs(30),
+    );
+    let width = browser.eval("document.getElementById('snapshot').naturalWidth");
+    assert!(width.as_u64().unwrap() > 100, "{width}");
+    let shot = browser.call(
+        "Page.captureScreenshot",
+        serde_json::json!({"format": "png"}),
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-test");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("live.png"),
+        base64_decode(shot["data"].as_str().unwrap()),
+    )
+    .unwrap();
+    drop(browser);
+    // SIGTERM: the daemon's own stop path.
+    let stopped = Command::new("kill")
+        .arg(daemon.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

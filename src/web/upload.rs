@@ -4,6 +4,7 @@
 //! file names survive only as labels.
 
 use axum::body::Body;
+use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 
@@ -96,18 +97,10 @@ async fn read_multipart(request: Request, limits: Limits) -> Result<Vec<Upload>,
     let mut uploads = Vec::new();
     let mut total = 0usize;
     loop {
-        let field = match form.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(limits.too_large("the form"))
-            }
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "malformed multipart form: {}",
-                    e.body_text()
-                )))
-            }
+        let next = form.next_field().await;
+        let Some(field) = next.map_err(|e| form_error(e, limits, "malformed multipart form"))?
+        else {
+            break;
         };
         let Some(file_name) = field.file_name().map(str::to_string) else {
             continue; // a plain form field, not a file
@@ -121,18 +114,10 @@ async fn read_multipart(request: Request, limits: Limits) -> Result<Vec<Upload>,
                 ),
             ));
         }
-        let bytes = match field.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(limits.too_large("the form"))
-            }
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "cannot read the part {file_name:?}: {}",
-                    e.body_text()
-                )))
-            }
-        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| form_error(e, limits, &format!("cannot read the part {file_name:?}")))?;
         total += bytes.len();
         if total > limits.max_bytes {
             return Err(limits.too_large("the form"));
@@ -140,6 +125,15 @@ async fn read_multipart(request: Request, limits: Limits) -> Result<Vec<Upload>,
         uploads.push(checked(label(&file_name, uploads.len()), bytes.to_vec())?);
     }
     Ok(uploads)
+}
+
+/// A multipart error: 413 past the body limit, else 400 saying `what`.
+fn form_error(e: MultipartError, limits: Limits, what: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        limits.too_large("the form")
+    } else {
+        ApiError::bad_request(format!("{what}: {}", e.body_text()))
+    }
 }
 
 /// The upload, if its content is an image pvtherm reads (415 if not).
@@ -179,7 +173,9 @@ fn sniff(name: &str, bytes: &[u8]) -> Option<&'static str> {
     } else if bytes.starts_with(b"FFF\0") {
         // A .csq is FFF records too; the loader explains why it refuses one.
         Some(if named == "csq" { "csq" } else { "fff" })
-    } else if matches!(named.as_str(), "y16" | "y16le") && !bytes.is_empty() && bytes.len() % 2 == 0
+    } else if matches!(named.as_str(), "y16" | "y16le")
+        && !bytes.is_empty()
+        && bytes.len().is_multiple_of(2)
     {
         Some(if named == "y16" { "y16" } else { "y16le" })
     } else if named == "tjsn" && bytes.trim_ascii_start().starts_with(b"{") {

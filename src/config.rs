@@ -342,6 +342,7 @@ mod tests {
             "mqtt",
             "outbox",
             "broker",
+            "http",
         ]
         .iter()
         .map(|s| std::fs::read_to_string(dir.join(format!("snippets/{s}.toml"))).unwrap())

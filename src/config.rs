@@ -280,20 +280,33 @@ impl Config {
     /// check of a configuration: `check-config` and `run` both call it (through
     /// [`Config::parse`]) before anything starts, so they refuse the same
     /// files. One `validate` per section; errors name the key.
+    ///
+    /// Every section is checked, and the error lists each section's problem,
+    /// so one run of `check-config` shows all of them.
     pub fn validate(&self) -> Result<()> {
-        self.device.validate()?;
-        self.source.validate()?;
-        self.model.validate()?;
-        self.analysis.validate().context("[analysis]")?;
-        self.render.validate()?;
-        self.pipeline.validate()?;
-        self.output.validate()?;
-        self.mqtt.validate()?;
-        self.outbox.validate()?;
-        self.broker.validate()?;
-        self.http.validate()?;
-        self.logging.validate()?;
-        Ok(())
+        let results = [
+            self.device.validate(),
+            self.source.validate(),
+            self.model.validate(),
+            self.analysis.validate().context("[analysis]"),
+            self.render.validate(),
+            self.pipeline.validate(),
+            self.output.validate(),
+            self.mqtt.validate(),
+            self.outbox.validate(),
+            self.broker.validate(),
+            self.http.validate(),
+            self.logging.validate(),
+        ];
+        let problems: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+            .collect();
+        match problems.as_slice() {
+            [] => Ok(()),
+            [one] => bail!("{one}"),
+            many => bail!("{} problems:\n  - {}", many.len(), many.join("\n  - ")),
+        }
     }
 
     /// A few lines saying what this configuration will do.

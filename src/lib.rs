@@ -20,6 +20,7 @@ pub mod messages;
 pub mod model;
 pub mod pipeline;
 pub mod position;
+pub mod preflight;
 pub mod publish;
 pub mod radiometry;
 pub mod render;

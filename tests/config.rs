@@ -314,3 +314,80 @@ fn detect_takes_the_model_settings_of_a_config_file_and_flags_override_them() {
         stderr(&out)
     );
 }
+
+#[test]
+fn check_config_lists_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two values out of range: both named in one run, and run refuses alike.
+    let file = write(
+        dir.path(),
+        "two-ranges",
+        &[
+            ("outbox", "max_bytes", "0"),
+            ("mqtt", "inflight_window", "0"),
+        ],
+    );
+    let check = pvtherm(&["check-config"], &file, Duration::from_secs(30));
+    let err = stderr(&check);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    for key in ["[outbox] max_bytes", "[mqtt] inflight_window", "2 problems"] {
+        assert!(err.contains(key), "{key} not in: {err}");
+    }
+    let run = pvtherm(&["run", "--config"], &file, Duration::from_secs(30));
+    assert_eq!(stderr(&run), err);
+
+    // A valid file whose replay folder holds no readable frame, whose CA file is not a
+    // certificate, and whose outbox folder cannot be written: what run would
+    // fail on before its first frame, all listed; a missing camera is a warning.
+    let empty = dir.path().join("unreadable");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("frame.png"), "not a PNG").unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "a file, not a folder").unwrap();
+    let file = write(
+        dir.path(),
+        "three-preflight",
+        &[
+            (
+                "source.replay",
+                "path",
+                &format!("{:?}", empty.display().to_string()),
+            ),
+            (
+                "mqtt.tls",
+                "ca_file",
+                &format!("{:?}", ca.display().to_string()),
+            ),
+            (
+                "outbox",
+                "path",
+                &format!("{:?}", blocked.join("outbox.sqlite").display().to_string()),
+            ),
+        ],
+    );
+    let check = pvtherm(&["check-config"], &file, Duration::from_secs(60));
+    let err = stderr(&check);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    for key in [
+        "3 problem(s)",
+        "[source.replay] path",
+        "[mqtt]",
+        "[outbox] path",
+    ] {
+        assert!(err.contains(key), "{key} not in: {err}");
+    }
+    let camera = write(
+        dir.path(),
+        "camera-missing",
+        &[
+            ("source", "kind", "\"v4l2\""),
+            ("source.v4l2", "device", "\"/dev/pvtherm-no-such-camera\""),
+        ],
+    );
+    let check = pvtherm(&["check-config"], &camera, Duration::from_secs(60));
+    let out = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(0), "{}{out}", stderr(&check));
+    assert!(out.contains("warning: [source.v4l2] device"), "{out}");
+}

@@ -110,13 +110,25 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     Ok((parse(w)?, parse(h)?))
 }
 
-/// `pvtherm check-config FILE`: parse and validate, print a summary, start nothing.
+/// `pvtherm check-config FILE`: parse and validate, then check what `run`
+/// needs before its first frame ([`pvtherm::preflight`]: models, replay
+/// frames, TLS files, outbox folder, camera); print a summary, start nothing.
+/// Fails listing every problem found.
 pub fn check_config(file: &Path) -> Result<()> {
     let config = pvtherm::config::Config::load(file)?;
-    println!("{}: OK", file.display());
-    for warning in &config.warnings {
+    let checked = pvtherm::preflight::preflight(&config);
+    for warning in config.warnings.iter().chain(&checked.warnings) {
         println!("{}: warning: {warning}", file.display());
     }
+    if !checked.problems.is_empty() {
+        anyhow::bail!(
+            "{}: {} problem(s) would stop `pvtherm run`:\n  - {}",
+            file.display(),
+            checked.problems.len(),
+            checked.problems.join("\n  - ")
+        );
+    }
+    println!("{}: OK", file.display());
     println!("{}", config.summary());
     Ok(())
 }

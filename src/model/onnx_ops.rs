@@ -286,6 +286,73 @@ mod tests {
     use super::*;
     use crate::model::{builtin, ModelSource, Precision};
 
+    /// A residual sum (`Add` of an input and a broadcast constant, as the
+    /// residual classifier's blocks write it) loads and computes.
+    #[test]
+    fn add_loads_and_broadcasts() {
+        use tract_onnx::pb::{
+            type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+            TypeProto, ValueInfoProto,
+        };
+        // A float tensor of unknown shape (the shape comes with the input fact).
+        let value = |name: &str| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1, // FLOAT
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let proto = ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    op_type: "Add".into(),
+                    input: vec!["x".into(), "b".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                input: vec![value("x")],
+                output: vec![value("y")],
+                initializer: vec![TensorProto {
+                    name: "b".into(),
+                    dims: vec![2, 1],
+                    data_type: 1, // FLOAT
+                    float_data: vec![10.0, 20.0],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let onnx = onnx();
+        let graph = proto.graph.as_ref().unwrap();
+        assert_eq!(unsupported(&onnx, &graph.node), Vec::<String>::new());
+        let plan = onnx
+            .model_for_proto_model(&proto)
+            .unwrap()
+            .with_input_fact(0, f32::fact([1, 2, 3]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let x = Tensor::from_shape(&[1, 2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let y = plan.run(tvec!(x.into())).unwrap();
+        let y = y[0].try_as_plain_ram().unwrap();
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[11.0, 12.0, 13.0, 24.0, 25.0, 26.0]
+        );
+    }
+
     /// Every operator of the built-in models is in the registry (a new op in a
     /// retrained model must be added here, or the model will not load).
     #[test]

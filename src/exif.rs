@@ -470,12 +470,6 @@ impl Intrinsics {
         Self::centred(focal_mm * 1000.0 / pixel_pitch_um, width, height)
     }
 
-    /// From the horizontal field of view in degrees.
-    pub fn from_hfov(hfov_deg: f64, width: u32, height: u32) -> Self {
-        let f = width as f64 / 2.0 / (hfov_deg.to_radians() / 2.0).tan();
-        Self::centred(f, width, height)
-    }
-
     fn centred(focal_px: f64, width: u32, height: u32) -> Self {
         Intrinsics {
             focal_px,
@@ -484,6 +478,9 @@ impl Intrinsics {
         }
     }
 }
+
+/// The least angle below the horizon at which a line of sight is projected.
+pub(crate) const MIN_DEPRESSION_DEG: f64 = 5.0;
 
 /// Where a pixel's line of sight meets the ground.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -514,7 +511,9 @@ pub(crate) struct GroundPoint {
 /// `dh / height`; a gimbal angle error of 1 degree moves it by about
 /// `height * 0.0175 / cos^2(a)` (0.5 m at 30 m). Together typically 1-5 m;
 /// for oblique views (pitch above -45) errors grow quickly with distance, and
-/// a ray at or above the horizon has no ground point (`None`).
+/// a ray less than [`MIN_DEPRESSION_DEG`] below the horizon has no ground
+/// point (`None`): at 5 degrees a 1 degree pitch error already moves the point
+/// by a fifth of its distance.
 pub(crate) fn project_to_ground(
     u: f64,
     v: f64,
@@ -544,7 +543,8 @@ pub(crate) fn project_to_ground(
     let down: [f64; 3] = std::array::from_fn(|i| down0[i] * cr - right0[i] * sr);
     let (x, y) = ((u - cam.cx) / cam.focal_px, (v - cam.cy) / cam.focal_px);
     let ray: [f64; 3] = std::array::from_fn(|i| forward[i] + x * right[i] + y * down[i]);
-    if ray[2] <= 1e-9 {
+    let norm = ray.iter().map(|c| c * c).sum::<f64>().sqrt();
+    if ray[2] / norm < MIN_DEPRESSION_DEG.to_radians().sin() {
         return None;
     }
     let t = height_m / ray[2];

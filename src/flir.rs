@@ -51,6 +51,9 @@ pub enum FlirError {
     /// The data is present but inconsistent.
     #[error("corrupt FLIR data: {0}")]
     Corrupt(String),
+    /// Well-formed data in an encoding pvtherm does not decode.
+    #[error("unsupported FLIR data: {0}")]
+    Unsupported(String),
 }
 
 type FlirResult<T> = Result<T, FlirError>;
@@ -408,6 +411,13 @@ fn parse_raw_data(r: Reader) -> FlirResult<(u32, u32, Vec<u16>)> {
         fix_png_byte_order(raw, w)
     } else if body.starts_with(b"II*\0") || body.starts_with(b"MM\0*") {
         decode_embedded(body, image::ImageFormat::Tiff, w, h)?
+    } else if body.starts_with(&[0xFF, 0xD8, 0xFF, 0xF7]) {
+        // SOI + SOF55: the JPEG-LS frames of FLIR CSQ/SEQ video.
+        return Err(FlirError::Unsupported(format!(
+            "RawData {w}x{h} is JPEG-LS compressed (a frame of FLIR CSQ video), which \
+             pvtherm does not decode; export the frames as radiometric JPEGs with FLIR \
+             Thermal Studio or FLIR Tools, which pvtherm reads"
+        )));
     } else if body.len() == n * 2 {
         body.chunks_exact(2)
             .map(|c| match r.order {

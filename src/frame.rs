@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use crate::provenance::Provenance;
 use crate::radiometry::Radiometry;
 
 /// Pixel data of a single-channel thermal frame, row-major, no padding.
@@ -54,6 +55,9 @@ pub struct Frame {
     pub captured_at: SystemTime,
     /// Where the frame came from (device path or file name), for logs and reports.
     pub origin: String,
+    /// What the file says beyond the pixels: calibration, plausibility flags,
+    /// camera position and pose (empty for camera frames).
+    pub provenance: Provenance,
 }
 
 /// Why pixels cannot make a [`Frame`]. The messages name the origin, so a bad
@@ -115,6 +119,7 @@ impl Frame {
             sequence,
             captured_at,
             origin,
+            provenance: Provenance::default(),
         })
     }
 

@@ -2,9 +2,15 @@
 //! `detect`/`eval` commands and the tests read files through one function.
 //!
 //! Supported (detected by content first, then by file name):
-//! - FLIR R-JPEG and `.fff`: 16-bit raw counts, [`Radiometry::Planck`] from the file;
-//! - plain JPEG (no FLIR data): 8-bit grey (luma), [`Radiometry::Relative`];
-//! - PNG and TIFF, 8 or 16 bit: grey (colour is converted to luma), Relative;
+//! - FLIR R-JPEG and `.fff`: 16-bit raw counts, [`Radiometry::Planck`] from the
+//!   file (relative for FLIR models sold without radiometry);
+//! - DJI-native R-JPEG (H20T, M30T, M3T, M2EA, XT S, ...): the raw thermal
+//!   plane, never the palette picture ([`crate::dji`]);
+//! - plain JPEG (no FLIR or DJI data): 8-bit grey (luma), [`Radiometry::Relative`];
+//! - radiometric TIFF: float degrees C, or 16-bit with a known or configured
+//!   scale ([`crate::radiometric_tiff`]); other PNG and TIFF, 8 or 16 bit: grey
+//!   (colour is converted to luma), Relative;
+//! - FLIR `.csq` video: refused with what to do (JPEG-LS frames);
 //! - raw Lepton frames `.y16` / `.y16le` (headerless u16 little-endian): size from
 //!   a `WxH` part of the file name (`x.160x120.y16le`) or from the length
 //!   (160x120, 80x60), decoded by the camera's Y16 decoder so a file reads
@@ -18,14 +24,17 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 
-use crate::flir::{self, FlirError};
 use crate::frame::{Decoded, Frame, Pixels};
+use crate::provenance::{self, Provenance};
+use crate::radiometric_tiff::RawScale;
 use crate::radiometry::Radiometry;
 use crate::source::formats::{self, RadiometricMode};
 
+mod thermal;
+
 /// File name extensions [`load_frame`] understands (lower case).
 pub const EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "fff", "png", "tif", "tiff", "y16", "y16le", "tjsn",
+    "jpg", "jpeg", "fff", "png", "tif", "tiff", "y16", "y16le", "tjsn", "csq",
 ];
 
 /// Headerless frame sizes recognised from the file length alone (Lepton 3.x, 2.x).
@@ -57,45 +66,76 @@ fn extension(path: &Path) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
-/// Loads one file as a [`Frame`] with the given sequence number. `origin` is
-/// the path; `captured_at` is the FLIR capture time when the file has one,
-/// else the file's modification time. Errors name the file and the problem.
+/// How [`load_frame_with`] reads files whose content does not say everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadOptions {
+    /// degrees C = raw * scale + offset for 16-bit TIFFs of cameras whose
+    /// scale pvtherm does not know (`[source.replay] raw_scale` / `raw_offset`).
+    pub raw_scale: Option<(f32, f32)>,
+}
+
+/// Loads one file as a [`Frame`] with the given sequence number and default
+/// [`LoadOptions`]; see [`load_frame_with`].
 pub fn load_frame(path: &Path, sequence: u64) -> anyhow::Result<Frame> {
+    load_frame_with(path, sequence, &LoadOptions::default())
+}
+
+/// Loads one file as a [`Frame`] with the given sequence number. `origin` is
+/// the path; `captured_at` is the file's own capture time (FLIR CameraInfo,
+/// EXIF DateTimeOriginal) when it has one, else its modification time; the
+/// frame's [`Provenance`] says which, which calibration applies and which
+/// plausibility checks failed. Errors name the file and the problem.
+pub fn load_frame_with(path: &Path, sequence: u64, options: &LoadOptions) -> anyhow::Result<Frame> {
     let bytes =
         std::fs::read(path).with_context(|| format!("{}: cannot read file", path.display()))?;
-    let decoded =
-        decode(path, &bytes).with_context(|| format!("{}: cannot load image", path.display()))?;
+    let (decoded, mut prov) = decode(path, &bytes, options)
+        .with_context(|| format!("{}: cannot load image", path.display()))?;
     // The file's own capture time wins; the modification time is looked up
     // only for files without one.
     let captured_at = decoded.captured_at.unwrap_or_else(|| {
+        prov.time_source = Some("file modification time");
         std::fs::metadata(path)
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| SystemTime::now())
     });
-    Ok(decoded.into_frame(sequence, captured_at, path.display().to_string())?)
+    let mut frame = decoded.into_frame(sequence, captured_at, path.display().to_string())?;
+    if let Some(flag) = provenance::scene_flag(frame.pixels(), &frame.radiometry) {
+        prov.flags.push(flag);
+    }
+    frame.provenance = prov;
+    Ok(frame)
 }
 
 /// Dispatches on the content (magic bytes), then on the extension for the
 /// headerless formats.
-fn decode(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
+fn decode(path: &Path, bytes: &[u8], options: &LoadOptions) -> anyhow::Result<thermal::Loaded> {
+    let plain = |d: anyhow::Result<Decoded>| d.map(|d| (d, Provenance::default()));
     if bytes.is_empty() {
         bail!("empty file");
     }
+    // A CSQ is a sequence of FFF records: refuse it before the FFF reader
+    // calls its JPEG-LS frames corrupt.
+    if extension(path).as_deref() == Some("csq") {
+        bail!(thermal::CSQ_UNSUPPORTED);
+    }
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        return decode_jpeg(bytes);
+        return thermal::decode_jpeg(bytes);
     }
     if bytes.starts_with(b"FFF\0") {
-        return Ok(from_radiometric(flir::parse_fff(bytes)?));
+        return thermal::decode_fff(bytes);
     }
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return decode_raster(bytes, image::ImageFormat::Png);
+        return plain(decode_raster(bytes, image::ImageFormat::Png));
     }
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        return decode_raster(bytes, image::ImageFormat::Tiff);
+        let scale = options
+            .raw_scale
+            .map(|(scale, offset)| RawScale { scale, offset });
+        return thermal::decode_tiff(bytes, scale);
     }
     match extension(path).as_deref() {
-        Some("y16" | "y16le") => decode_y16(path, bytes),
-        Some("tjsn") => decode_tjsn(bytes),
+        Some("y16" | "y16le") => plain(decode_y16(path, bytes)),
+        Some("tjsn") => plain(decode_tjsn(bytes)),
         Some("jpg" | "jpeg") => bail!("not an image: no JPEG SOI marker"),
         Some(e) if EXTENSIONS.contains(&e) => {
             bail!("not an image: content does not match the .{e} extension")
@@ -104,26 +144,6 @@ fn decode(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
             "not an image: unknown format (supported: {})",
             EXTENSIONS.join(", ")
         ),
-    }
-}
-
-/// R-JPEG when it has FLIR data, otherwise the visible image as 8-bit grey.
-fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Decoded> {
-    match flir::parse_rjpeg(bytes) {
-        Ok(img) => Ok(from_radiometric(img)),
-        Err(FlirError::NoFlirData) => decode_raster(bytes, image::ImageFormat::Jpeg),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A FLIR image: raw counts with the Planck calibration and time of the file.
-fn from_radiometric(img: flir::RadiometricImage) -> Decoded {
-    Decoded {
-        width: img.width,
-        height: img.height,
-        pixels: Pixels::Gray16(img.raw),
-        radiometry: Radiometry::Planck(img.planck),
-        captured_at: img.captured_at,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::analysis::{AnalysedModule, FrameAnalysis};
 use crate::frame::Frame;
 use crate::geometry::{BBox, Quad};
 use crate::position::Position;
+use crate::provenance::{GroundPosition, Provenance};
 use crate::publish::{ClassCounts, PublisherStats};
 
 mod builder;
@@ -39,6 +40,11 @@ pub struct FrameInfo {
     pub origin: String,
     /// Whether temperatures are absolute (degrees C) or relative units.
     pub radiometric: bool,
+    /// What the file says beyond its pixels: camera, which calibration applies
+    /// (`calibrated: false` with the reason where it is not the camera's own),
+    /// plausibility flags, where the time came from, camera position and pose.
+    #[serde(flatten)]
+    pub provenance: Provenance,
 }
 
 impl FrameInfo {
@@ -51,6 +57,7 @@ impl FrameInfo {
             height: frame.height(),
             origin: frame.origin.clone(),
             radiometric: frame.radiometry.is_absolute(),
+            provenance: frame.provenance.clone(),
         }
     }
 }
@@ -100,11 +107,17 @@ pub struct ModuleReport {
     /// Severity class 1..3 (IEC TS 62446-3 practice) with its label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
+    /// Estimated ground position of the module centre, when the frame
+    /// carries the camera's position, pose and model (flat-ground projection
+    /// at the relative altitude; typically 1-5 m off for nadir survey
+    /// flights, see `exif::project_to_ground`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ground_position: Option<GroundPosition>,
 }
 
 impl ModuleReport {
-    /// Flattens an analysed module.
-    pub fn of(index: usize, m: &AnalysedModule) -> Self {
+    /// Flattens an analysed module of `frame`.
+    pub fn of(index: usize, m: &AnalysedModule, frame: &Frame) -> Self {
         let d = &m.detection;
         Self {
             index,
@@ -120,6 +133,10 @@ impl ModuleReport {
             temperature: m.temperature.clone(),
             delta_t: m.delta_t,
             severity: m.severity,
+            ground_position: frame.provenance.camera_position.and_then(|view| {
+                let c = d.quad.center();
+                view.ground_position(c.x as f64, c.y as f64)
+            }),
         }
     }
 }
@@ -163,7 +180,7 @@ impl DetectionsMessage {
             .modules
             .iter()
             .enumerate()
-            .map(|(i, m)| ModuleReport::of(i, m))
+            .map(|(i, m)| ModuleReport::of(i, m, frame))
             .collect();
         Self {
             schema: SCHEMA_VERSION,

@@ -266,6 +266,9 @@ impl Renderer {
                 scale,
             );
         }
+        if let Some(banner) = calibration_banner(frame) {
+            draw_label(&mut img, 2, 2, &banner, TEXT_COLOR, scale);
+        }
         img
     }
 
@@ -337,6 +340,23 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
         .encode_image(img)
         .context("JPEG encoding failed")?;
     Ok(out)
+}
+
+/// The warning the annotated picture carries in its corner when the values
+/// are not the camera's calibrated temperatures ("RELATIVE VALUES", "NOT
+/// CALIBRATED") or a plausibility check failed ("FLAGGED"); the JSON says why.
+fn calibration_banner(frame: &Frame) -> Option<String> {
+    let p = &frame.provenance;
+    let mut parts = Vec::new();
+    match &p.calibration {
+        Some(c) if c.kind == "relative" => parts.push("RELATIVE VALUES"),
+        Some(c) if !c.calibrated => parts.push("NOT CALIBRATED"),
+        _ => {}
+    }
+    if !p.flags.is_empty() {
+        parts.push("FLAGGED");
+    }
+    (!parts.is_empty()).then(|| parts.join(" - "))
 }
 
 /// A grid of labelled thumbnails (e.g. every defect of a survey), `columns`

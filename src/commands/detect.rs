@@ -10,10 +10,11 @@ use anyhow::{bail, Context, Result};
 use super::ModelArgs;
 use pvtherm::analysis::AnalysisConfig;
 use pvtherm::config::Config;
-use pvtherm::imageio::image_files_in;
+use pvtherm::imageio::{image_files_in, LoadOptions};
 use pvtherm::inspect::Inspector;
 use pvtherm::messages::DetectionsMessage;
 use pvtherm::model::ModelConfig;
+use pvtherm::position::Position;
 use pvtherm::render::{self, RenderOptions};
 use pvtherm::survey::Survey;
 
@@ -37,8 +38,9 @@ pub struct DetectArgs {
     #[arg(long)]
     pub min_frames: Option<u32>,
     /// Take `[model]`, `[analysis]` and `[render]` from this configuration
-    /// file (the daemon's, so a survey is judged as the box judges frames);
-    /// the flags above still override it.
+    /// file (the daemon's, so a survey is judged as the box judges frames),
+    /// and `[source.replay] raw_scale` / `raw_offset` for 16-bit TIFFs; the
+    /// flags above still override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -46,12 +48,14 @@ pub struct DetectArgs {
 /// Entry point of `pvtherm detect`.
 pub fn run(args: DetectArgs) -> Result<()> {
     let files = expand_inputs(&args.inputs)?;
+    let mut load_options = LoadOptions::default();
     let (model, mut analysis, render_options) = match &args.config {
         Some(file) => {
             let config = Config::load(file)?;
             for warning in &config.warnings {
                 eprintln!("pvtherm: warning: {}: {warning}", file.display());
             }
+            load_options = config.source.replay.load_options()?;
             (config.model, config.analysis, config.render)
         }
         // Survey images stand alone unless grouped: one sighting is a defect.
@@ -74,10 +78,15 @@ pub fn run(args: DetectArgs) -> Result<()> {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut survey = Survey::new(&mut inspector, render_options);
-    let mut first_error = None;
     for (seq, file) in files.iter().enumerate() {
         progress.set_message(file.display().to_string());
-        match inspect_one(&mut survey, file, seq as u64, args.out.as_deref()) {
+        match inspect_one(
+            &mut survey,
+            &load_options,
+            file,
+            seq as u64,
+            args.out.as_deref(),
+        ) {
             Ok(msg) => {
                 if !args.json {
                     progress.suspend(|| print_summary(&msg));
@@ -86,7 +95,6 @@ pub fn run(args: DetectArgs) -> Result<()> {
             Err(e) => {
                 progress.suspend(|| eprintln!("pvtherm: error: {e:#}"));
                 survey.failed();
-                first_error.get_or_insert(e);
             }
         }
         progress.inc(1);
@@ -121,16 +129,17 @@ pub fn run(args: DetectArgs) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    match first_error {
-        // Every image failed: the exit code must say so.
-        Some(e) if report.images.is_empty() => Err(e),
-        Some(_) => bail!(
-            "{} of {} images could not be processed",
+    // Each failed image's error was printed above, once; this line only
+    // makes the exit code say that some failed (returning the first error
+    // instead would print it a second time).
+    if report.summary.failed > 0 {
+        bail!(
+            "{} of {} images could not be processed (errors above)",
             report.summary.failed,
             files.len()
-        ),
-        None => Ok(()),
+        );
     }
+    Ok(())
 }
 
 /// Files named directly, plus the supported images inside named folders.
@@ -153,20 +162,29 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Inspects one file and writes its report and annotated picture to `out`.
 fn inspect_one(
     survey: &mut Survey<'_>,
+    load_options: &LoadOptions,
     file: &Path,
     sequence: u64,
     out: Option<&Path>,
 ) -> Result<DetectionsMessage> {
-    let frame = pvtherm::imageio::load_frame(file, sequence)?;
-    // No live position: the box running `detect` is not where the survey
-    // images were taken.
+    let frame = pvtherm::imageio::load_frame_with(file, sequence, load_options)?;
+    // No live position (the box running `detect` is not where the survey
+    // images were taken): the camera position the file records, if any.
+    let position = frame.provenance.camera_position.map(|v| Position {
+        latitude: v.latitude,
+        longitude: v.longitude,
+        altitude: v.altitude,
+        source: "exif".into(),
+        fix_age_s: None,
+        fix_time: None,
+    });
     let stem = file
         .file_stem()
         .unwrap_or_default()
         .to_string_lossy()
         .to_string();
     let (msg, image) = survey
-        .inspect(&frame, None, stem.clone())
+        .inspect(&frame, position.as_ref(), stem.clone())
         .with_context(|| format!("{}: inference failed", file.display()))?;
     let msg = msg.clone();
     if let Some(dir) = out {
@@ -196,4 +214,13 @@ fn print_summary(m: &DetectionsMessage) {
         defects.join(", "),
         m.latency_ms
     );
+    // Temperatures that are not the camera's own calibration, and frames
+    // that failed a plausibility check, say so under their line.
+    let p = &m.frame.provenance;
+    if let Some(c) = p.calibration.as_ref().filter(|c| !c.calibrated) {
+        println!("  temperatures not calibrated ({}): {}", c.kind, c.reason);
+    }
+    for flag in &p.flags {
+        println!("  flagged: {flag}");
+    }
 }

@@ -104,7 +104,7 @@ impl MessageBuilder {
                 device: device.clone(),
                 frame: FrameInfo::of(frame),
                 unit: analysis.unit,
-                module: ModuleReport::of(index, m),
+                module: ModuleReport::of(index, m, frame),
                 thumbnail: self.thumbnail_ref("defects/thumbnail", thumbnail.as_deref()),
             };
             out.push(Outgoing::new(

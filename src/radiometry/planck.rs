@@ -6,6 +6,13 @@
 //! `raw2temp`): the raw value is corrected for the emission of the reflected
 //! surroundings, the atmosphere and the IR window, then
 //! `T = B / ln(R1 / (R2 * (S + O)) + F) - 273.15`.
+//!
+//! The atmosphere is one path over the whole object distance, between the
+//! object and the IR window, as FLIR Tools models it (it matches FLIR Tools
+//! to 0.0005 K). Thermimage's `raw2temp` splits the distance into two
+//! half-distance paths with the window midway, which reads 0.1 K warmer at
+//! 5 m and up to 0.9 K at 50 m and 80 C; no drone or mast set-up has a
+//! window midway to the object, so that model is not offered.
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +110,27 @@ impl ObjectParams {
     }
 }
 
+/// Ranges of the Planck constants of FLIR calibrations, generous bounds
+/// around the cameras in public samples and exiftool's forum (R1 about
+/// 13,000-400,000, R2 0.01-1, B 1,300-1,600 for LWIR and up to about 3,000
+/// for MWIR cameras, F 1-2, O -8,000..0): a value outside is a damaged file.
+pub struct PlanckRanges {
+    pub r1: (f64, f64),
+    pub r2: (f64, f64),
+    pub b: (f64, f64),
+    pub f: (f64, f64),
+    pub o: (f64, f64),
+}
+
+/// See [`PlanckRanges`].
+pub const PLANCK_RANGES: PlanckRanges = PlanckRanges {
+    r1: (1_000.0, 2_000_000.0),
+    r2: (1e-4, 10.0),
+    b: (500.0, 5_000.0),
+    f: (0.25, 4.0),
+    o: (-30_000.0, 5_000.0),
+};
+
 /// The linear part of the raw correction, computed once per parameter set:
 /// object raw signal `S = raw * gain - offset`.
 #[derive(Debug, Clone, Copy)]
@@ -112,8 +140,10 @@ struct RawCorrection {
 }
 
 impl PlanckParams {
-    /// Checks that the constants give a usable conversion (finite, positive
-    /// R1/R2/B, emissivity and window transmission in (0, 1]).
+    /// Checks that the constants give a usable conversion: finite, the
+    /// Planck constants inside [`PLANCK_RANGES`] (a damaged file, e.g. one
+    /// flipped byte in PlanckB, gave 304,542 C), emissivity and window
+    /// transmission in (0, 1].
     pub fn check(&self) -> Result<(), String> {
         let all = [
             self.r1,
@@ -137,11 +167,20 @@ impl PlanckParams {
         if all.iter().any(|v| !v.is_finite()) {
             return Err(format!("non-finite constant in {self:?}"));
         }
-        if self.r1 <= 0.0 || self.r2 <= 0.0 || self.b <= 0.0 {
-            return Err(format!(
-                "Planck R1 {}, R2 {}, B {} must be positive",
-                self.r1, self.r2, self.b
-            ));
+        for (name, value, (lo, hi)) in [
+            ("PlanckR1", self.r1, PLANCK_RANGES.r1),
+            ("PlanckR2", self.r2, PLANCK_RANGES.r2),
+            ("PlanckB", self.b, PLANCK_RANGES.b),
+            ("PlanckF", self.f, PLANCK_RANGES.f),
+            ("PlanckO", self.o, PLANCK_RANGES.o),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                return Err(format!(
+                    "{name} {value} is outside the range of FLIR calibrations ({lo}..{hi}): \
+                     the file's calibration block is damaged; temperatures from it would be \
+                     wrong (re-copy the file from the camera)"
+                ));
+            }
         }
         if !(self.emissivity > 0.0 && self.emissivity <= 1.0) {
             return Err(format!("emissivity {} must be in (0, 1]", self.emissivity));
@@ -175,20 +214,23 @@ impl PlanckParams {
         self.r1 / (self.r2 * ((self.b / (t_c + KELVIN)).exp() - self.f)) - self.o
     }
 
-    /// Atmospheric transmission over half the object distance (the IR window is
-    /// assumed midway, as in Thermimage), from humidity via alpha/beta/X.
+    /// Atmospheric transmission over the whole object distance (one path, as
+    /// FLIR Tools computes it), from humidity via alpha/beta/X.
     fn atmospheric_transmission(&self) -> f64 {
         let t = self.atmospheric_temp_c;
         let h2o = self.relative_humidity
             * (1.5587 + 0.06939 * t - 0.00027816 * t * t + 0.00000068455 * t * t * t).exp();
-        let d = (self.object_distance / 2.0).sqrt();
+        let d = self.object_distance.sqrt();
         let s = h2o.sqrt();
         self.x * (-d * (self.alpha1 + self.beta1 * s)).exp()
             + (1.0 - self.x) * (-d * (self.alpha2 + self.beta2 * s)).exp()
     }
 
-    /// The emission corrections of Thermimage `raw2temp` folded into a gain and
-    /// an offset (the window is assumed anti-reflective: no reflection term).
+    /// The emission corrections folded into a gain and an offset. The signal
+    /// reaching the camera is `irt * (tau * (e * obj + (1 - e) * refl) + (1 -
+    /// tau) * atm) + (1 - irt) * wind`: object and reflection through the
+    /// atmosphere, the atmosphere's own emission, all through the IR window,
+    /// plus the window's emission (anti-reflective window: no reflection term).
     fn correction(&self) -> RawCorrection {
         let e = self.emissivity;
         let tau = self.atmospheric_transmission();
@@ -199,10 +241,9 @@ impl PlanckParams {
         let refl1 = (1.0 - e) / e * refl;
         let atm1 = (1.0 - tau) / e / tau * atm;
         let wind1 = (1.0 - irt) / e / tau / irt * wind;
-        let atm2 = (1.0 - tau) / e / tau / irt / tau * atm;
         RawCorrection {
-            gain: 1.0 / (e * tau * irt * tau),
-            offset: refl1 + atm1 + wind1 + atm2,
+            gain: 1.0 / (e * tau * irt),
+            offset: refl1 + atm1 + wind1,
         }
     }
 
@@ -273,6 +314,50 @@ mod tests {
             .unwrap()
             .planck;
         assert!(p.raw_to_celsius(8190) > file.raw_to_celsius(8190));
+    }
+
+    /// The single-path atmosphere by hand, on the FLIR Vue Pro frame (50 m,
+    /// 22.0 C air, 45 % humidity, emissivity 1, window transmission 1), raw 8190:
+    /// - water vapour h2o = 0.45 * exp(1.5587 + 0.06939*22 - 0.00027816*22^2
+    ///   + 0.00000068455*22^3) = 8.66621, sqrt = 2.94384;
+    /// - tau = X exp(-sqrt(50) (a1 + b1 sqrt h2o)) + (1 - X) exp(-sqrt(50)
+    ///   (a2 + b2 sqrt h2o)) with X 1.9, a1 0.006569, b1 -0.002276, a2 0.012620,
+    ///   b2 -0.006670: tau = 0.955991 (two paths of 25 m: 0.969117 each);
+    /// - atmosphere raw = R1 / (R2 (exp(B / 295.15) - F)) - O = 3268.643;
+    /// - object signal S = 8190 / tau - (1 - tau) / tau * 3268.643 = 8416.552;
+    /// - T = 1428 / ln(17096.453 / (0.0466422 (8416.552 - 342)) + 1) - 273.15
+    ///   = 1428 / ln(46.39509) - 273.15 = 98.997 C.
+    ///
+    /// The two-path model of the previous versions gave 100.076 C.
+    #[test]
+    fn single_path_atmosphere_matches_hand_computation() {
+        let p = read_file(&fixture("pv/images/20180630_154039.jpg"))
+            .unwrap()
+            .planck;
+        assert_eq!((p.object_distance, p.emissivity), (50.0, 1.0));
+        assert!((p.atmospheric_transmission() - 0.955_991).abs() < 1e-6);
+        let t = p.raw_to_celsius(8190);
+        assert!((t - 98.997).abs() < 0.001, "{t}");
+        assert!((t - 100.076).abs() > 1.0, "two-path result {t}");
+    }
+
+    #[test]
+    fn damaged_planck_constants_are_refused() {
+        let p = read_file(&fixture("pv/images/001R.jpg")).unwrap().planck;
+        assert_eq!(p.check(), Ok(()));
+        // PlanckB 1428 is the f32 0x44B28000; one flipped bit in its high byte
+        // (0x48) gives 365,568 and modules of hundreds of thousands of C.
+        let b = f32::from_bits(0x48B2_8000) as f64;
+        let err = PlanckParams { b, ..p }.check().unwrap_err();
+        assert!(
+            err.contains("PlanckB 365568") && err.contains("damaged"),
+            "{err}"
+        );
+        assert!(PlanckParams { r1: -1.0, ..p }
+            .check()
+            .unwrap_err()
+            .contains("PlanckR1"));
+        assert!(PlanckParams { o: f64::NAN, ..p }.check().is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, SourceEvent};
-use crate::imageio;
+use crate::imageio::{self, LoadOptions};
 
 /// `[source.replay]` configuration section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,12 @@ pub struct ReplayConfig {
     /// otherwise the source ends, and the daemon with it.
     #[serde(rename = "loop")]
     pub loop_forever: bool,
+    /// degrees C = raw * `raw_scale` + `raw_offset` for 16-bit TIFFs of
+    /// cameras whose scale pvtherm does not know (e.g. 0.04 and -273.15 for
+    /// a T-linear FLIR Boson); both or neither.
+    pub raw_scale: Option<f64>,
+    /// See `raw_scale`.
+    pub raw_offset: Option<f64>,
 }
 
 impl Default for ReplayConfig {
@@ -32,6 +38,8 @@ impl Default for ReplayConfig {
             path: PathBuf::new(),
             fps: 1.0,
             loop_forever: false,
+            raw_scale: None,
+            raw_offset: None,
         }
     }
 }
@@ -53,7 +61,29 @@ impl ReplayConfig {
             )?;
         }
         list_files(&self.path).context("[source.replay] path")?;
+        self.load_options()?;
         Ok(())
+    }
+
+    /// How the files are read: the 16-bit TIFF scale, when configured.
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let raw_scale = match (self.raw_scale, self.raw_offset) {
+            (None, None) => None,
+            (Some(scale), Some(offset)) => {
+                if !(scale.is_finite() && scale != 0.0 && offset.is_finite()) {
+                    bail!(
+                        "[source.replay] raw_scale {scale} / raw_offset {offset}: the scale \
+                         must be a non-zero number of kelvin per count"
+                    );
+                }
+                Some((scale as f32, offset as f32))
+            }
+            _ => bail!(
+                "[source.replay] raw_scale and raw_offset go together: set both \
+                 (e.g. 0.04 and -273.15) or neither"
+            ),
+        };
+        Ok(LoadOptions { raw_scale })
     }
 }
 
@@ -73,6 +103,8 @@ pub struct ReplaySource {
     skipped: u64,
     /// Frames delivered in the current pass (a looping pass with none is fatal).
     emitted_this_pass: u64,
+    /// How files are read (`[source.replay] raw_scale` / `raw_offset`).
+    options: LoadOptions,
 }
 
 impl ReplaySource {
@@ -82,6 +114,7 @@ impl ReplaySource {
         config.validate()?;
         let files = list_files(&config.path)?;
         let mut source = Self::from_files(files, config.fps, config.loop_forever)?;
+        source.options = config.load_options()?;
         source.describe = format!(
             "replay of {} ({} files)",
             config.path.display(),
@@ -111,6 +144,7 @@ impl ReplaySource {
             radiometric,
             skipped: 0,
             emitted_this_pass: 0,
+            options: LoadOptions::default(),
         })
     }
 
@@ -169,7 +203,7 @@ impl FrameSource for ReplaySource {
             }
             let path = &self.files[self.next_index];
             self.next_index += 1;
-            match imageio::load_frame(path, self.next_sequence) {
+            match imageio::load_frame_with(path, self.next_sequence, &self.options) {
                 Ok(mut frame) => {
                     self.pace();
                     frame.captured_at = SystemTime::now();
@@ -219,7 +253,7 @@ mod tests {
         let cfg = ReplayConfig {
             path: fixtures().join("pv/images"),
             fps: 0.0,
-            loop_forever: false,
+            ..ReplayConfig::default()
         };
         let mut s = ReplaySource::new(&cfg).unwrap();
         assert!(s.is_radiometric());
@@ -287,8 +321,18 @@ mod tests {
             ReplayConfig {
                 path: "/data".into(),
                 fps: 2.5,
-                loop_forever: true
+                loop_forever: true,
+                ..ReplayConfig::default()
             }
+        );
+        // The 16-bit TIFF scale: both keys or neither.
+        let cfg: ReplayConfig = toml::from_str("raw_scale = 0.04\nraw_offset = -273.15\n").unwrap();
+        assert_eq!(cfg.load_options().unwrap().raw_scale, Some((0.04, -273.15)));
+        let cfg: ReplayConfig = toml::from_str("raw_scale = 0.04\n").unwrap();
+        let err = cfg.load_options().unwrap_err().to_string();
+        assert!(
+            err.contains("[source.replay] raw_scale and raw_offset"),
+            "{err}"
         );
         assert!(toml::from_str::<ReplayConfig>("lop = true").is_err());
         assert!(ReplayConfig::default().validate().is_err());

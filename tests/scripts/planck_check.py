@@ -5,7 +5,10 @@ Reads the Planck / object / atmosphere constants and the RawThermalImage of
 FLIR R-JPEG or FFF files with exiftool (nothing else but the Python standard
 library), and prints raw value and temperature for a few pixels, using the
 standard FLIR formula as written in Thermimage's raw2temp (Tattersall) and the
-exiftool forum thread it cites.
+exiftool forum thread it cites, with the atmosphere as FLIR Tools models it:
+one path over the whole object distance between object and IR window
+(raw2temp's default splits it into two half-distance paths, one on each side
+of the window, which reads up to 0.9 K differently at 50 m).
 
 The output is the golden file tests/fixtures/planck_golden.tsv, which the Rust
 test `tests/radiometric.rs` compares against, so CI does not need exiftool:
@@ -61,7 +64,7 @@ def raw_image(path, width, height):
 
 
 def raw_to_celsius(raw, t):
-    """Thermimage raw2temp with the constants of exiftool tag dict `t`."""
+    """raw2temp with the constants of exiftool tag dict `t`, single-path atmosphere."""
     e = t["Emissivity"]
     od = t["ObjectDistance"]
     rtemp = t["ReflectedApparentTemperature"]
@@ -79,10 +82,11 @@ def raw_to_celsius(raw, t):
     h2o = (rh / 100.0) * math.exp(
         1.5587 + 0.06939 * atemp - 0.00027816 * atemp ** 2 + 0.00000068455 * atemp ** 3
     )
-    tau = x * math.exp(-math.sqrt(od / 2.0) * (a1 + b1 * math.sqrt(h2o))) + (1.0 - x) * math.exp(
-        -math.sqrt(od / 2.0) * (a2 + b2 * math.sqrt(h2o))
+    tau1 = x * math.exp(-math.sqrt(od) * (a1 + b1 * math.sqrt(h2o))) + (1.0 - x) * math.exp(
+        -math.sqrt(od) * (a2 + b2 * math.sqrt(h2o))
     )
-    tau1 = tau2 = tau
+    # No atmosphere between the window and the camera.
+    tau2 = 1.0
 
     def blackbody(tc):
         return r1 / (r2 * (math.exp(b / (tc + 273.15)) - f)) - o
@@ -110,7 +114,7 @@ def positions(rows, width, height):
 
 
 def main(paths):
-    print("# file\tx\ty\traw\tcelsius  (tests/scripts/planck_check.py, exiftool + Thermimage raw2temp)")
+    print("# file\tx\ty\traw\tcelsius  (tests/scripts/planck_check.py, exiftool + raw2temp, single-path atmosphere)")
     for path in paths:
         tags = exiftool_json(path)
         w, h = tags["RawThermalImageWidth"], tags["RawThermalImageHeight"]

@@ -510,3 +510,45 @@ fn check_config_accepts_the_shipped_files_and_names_bad_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once_and_keeps_the_outbox() {
+    // The broker is down: the drain after the first SIGTERM would wait its
+    // whole `drain_timeout` (20 s); the second SIGTERM ends it now.
+    let mut broker = Mosquitto::start();
+    broker.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let frames = frames_dir(dir.path(), 20);
+    let config = write_config(dir.path(), &broker, &frames, "pole9", 2.0, "");
+    let outbox = dir.path().join("outbox.sqlite");
+    let daemon = spawn_daemon(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while outbox_rows(&outbox).is_none_or(|(rows, _)| rows.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "nothing queued");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let term = || {
+        let sent = Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    term();
+    std::thread::sleep(Duration::from_secs(2));
+    term();
+    let stopped = std::time::Instant::now();
+    let (_, stderr) = wait_exit(daemon, Duration::from_secs(5));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert!(stderr.contains("second"), "{stderr}");
+    let (rows, check) = outbox_rows(&outbox).expect("outbox readable after the second SIGTERM");
+    assert_eq!(check, "ok");
+    assert!(
+        !rows.is_empty(),
+        "the undelivered messages stay in the outbox"
+    );
+}

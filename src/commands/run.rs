@@ -40,10 +40,28 @@ pub fn run(args: RunArgs) -> Result<()> {
     let shutdown = async {
         match pvtherm::service::shutdown_signal().await {
             Ok(s) => {
-                log::info!("{s} received: finishing the frame in flight, flushing, going offline")
+                log::info!("{s} received: finishing the frame in flight, flushing, going offline");
+                // The drain may wait up to `[mqtt] drain_timeout` for a broker that
+                // is down; a second signal (an impatient operator, systemd's stop
+                // timeout) must not be ignored meanwhile.
+                tokio::spawn(stop_on_second_signal());
             }
             Err(e) => log::error!("cannot listen for signals: {e}"),
         }
     };
     pvtherm::pipeline::run_daemon(config, source, shutdown)
+}
+
+/// Ends the process at the next SIGTERM or SIGINT, without waiting for the
+/// drain. Nothing accepted is lost: every accepted message is committed to the
+/// outbox (its write-ahead log survives an abrupt exit like a crash) and is
+/// delivered after the next start.
+async fn stop_on_second_signal() {
+    if let Ok(s) = pvtherm::service::shutdown_signal().await {
+        log::warn!(
+            "second {s} during the shutdown drain: stopping now; undelivered messages stay \
+             in the outbox for the next start"
+        );
+        std::process::exit(0);
+    }
 }

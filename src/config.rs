@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::config_value::{duration_in_range, in_range, MAX_PERIOD};
 
 use crate::analysis::AnalysisConfig;
+use crate::control::ControlConfig;
+use crate::homeassistant::HomeAssistantConfig;
 use crate::model::ModelConfig;
 use crate::publish::{BrokerConfig, Identity, MqttConfig, OutboxConfig};
 use crate::render::RenderOptions;
@@ -45,6 +47,10 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// An in-process broker (demo and tests; off by default).
     pub broker: BrokerConfig,
+    /// Home Assistant MQTT discovery (off by default).
+    pub homeassistant: HomeAssistantConfig,
+    /// The control topics (off by default).
+    pub control: ControlConfig,
     /// The web page and HTTP API (off by default).
     pub http: HttpConfig,
     /// Logging.
@@ -295,6 +301,8 @@ impl Config {
             self.mqtt.validate(),
             self.outbox.validate(),
             self.broker.validate(),
+            self.homeassistant.validate(),
+            self.control.validate(),
             self.http.validate(),
             self.logging.validate(),
         ];
@@ -355,6 +363,8 @@ mod tests {
             "mqtt",
             "outbox",
             "broker",
+            "homeassistant",
+            "control",
             "http",
         ]
         .iter()

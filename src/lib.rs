@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod config;
 pub mod config_value;
+pub mod control;
 pub mod crop;
 pub(crate) mod dji;
 pub mod eval;
@@ -15,6 +16,7 @@ pub(crate) mod exif;
 pub mod flir;
 pub mod frame;
 pub mod geometry;
+pub mod homeassistant;
 pub mod imageio;
 pub mod inspect;
 pub(crate) mod jpeg;

@@ -20,8 +20,8 @@ use crate::publish::{ClassCounts, PublisherStats};
 
 mod builder;
 
-pub(crate) use builder::camera_message;
 pub use builder::MessageBuilder;
+pub(crate) use builder::{camera_message, control_state_message};
 
 /// Version of the JSON schema of every payload.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -250,6 +250,20 @@ impl EventMessage {
     }
 }
 
+/// `<prefix>/<device>/defects/active` (retained): the physical defects open
+/// now, each as its latest event reported it, so a dashboard that starts late
+/// shows them without replaying the event history. Sent at start (empty: the
+/// tracker starts empty) and after every event.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveDefectsMessage {
+    pub schema: u32,
+    pub device: String,
+    /// Number of open defects (`defects.len()`).
+    pub count: usize,
+    /// Oldest first.
+    pub defects: Vec<DefectReport>,
+}
+
 /// One physical defect over its life, as the `events` payload and the survey
 /// report of `pvtherm detect` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +386,19 @@ pub struct CameraMessage {
     pub since: SystemTime,
 }
 
+/// `<prefix>/<device>/state` (retained, `[control]` only): what the control
+/// topics set now and the answer to the last command.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlStateMessage {
+    pub schema: u32,
+    pub device: String,
+    /// `ON` while frames are analysed, `OFF` while paused.
+    pub detect: &'static str,
+    /// Absent at start, before any command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<crate::control::Answer>,
+}
+
 /// Latency percentiles over the stats window.
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
 pub struct LatencyStats {
@@ -403,6 +430,11 @@ pub struct StatsMessage {
     pub camera: &'static str,
     pub defects_detected: u64,
     pub events: u64,
+    /// Physical defects confirmed (`new` events) since 00:00 UTC.
+    pub defects_today: u64,
+    /// False while the analysis is paused (`detect/set OFF`): frames are
+    /// counted as captured, none is processed.
+    pub detecting: bool,
     /// The MQTT link and the outbox (see README: durable delivery).
     pub broker: BrokerStats,
 }

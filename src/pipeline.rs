@@ -55,10 +55,13 @@ use shutdown::Shutdown;
 use stats::{PipelineStats, StatsReporter};
 use throttle::Throttle;
 
+use crate::analysis::tracking::EventKind;
 use crate::config::Config;
+use crate::control::{Control, Switches};
 use crate::frame::Frame;
+use crate::homeassistant::{self, DeviceFacts};
 use crate::inspect::Inspector;
-use crate::messages::{camera_message, MessageBuilder};
+use crate::messages::{camera_message, control_state_message, MessageBuilder};
 use crate::position::PositionSource;
 use crate::publish::{self, Identity, Outgoing, Publisher};
 use crate::render::Renderer;
@@ -128,6 +131,8 @@ struct Worker {
     throttle: Throttle,
     frame_summary: bool,
     shutdown: Shutdown,
+    /// What the control topics set: analysis paused, snapshot asked for.
+    switches: Arc<Switches>,
     /// What the web page's live view shows (`[http]` enabled): it keeps the
     /// messages built for the broker anyway, nothing more is computed.
     live: Option<Arc<LiveState>>,
@@ -145,6 +150,17 @@ impl Worker {
                 Popped::Idle => continue,
                 Popped::Closed => break,
             };
+            if self.switches.take_snapshot_request() {
+                self.builder.request_snapshot();
+            }
+            if !self.switches.detecting() {
+                // Paused: the frame was counted as captured; only an asked-for snapshot goes out.
+                let messages = self.builder.paused_frame_messages(&frame);
+                if let Err(e) = self.publisher.submit_all(messages) {
+                    warn!("could not queue the snapshot: {e:#}");
+                }
+                continue;
+            }
             if !self.throttle.admit() {
                 self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -182,6 +198,8 @@ impl Worker {
         self.stats
             .events
             .fetch_add(a.events.len() as u64, Ordering::Relaxed);
+        let new = a.events.iter().filter(|e| e.kind == EventKind::New).count();
+        self.stats.count_new_defects(new as u64);
         self.stats.record_latency(inspection.latency_ms);
         let summary = format!(
             "frame {} ({}): {} modules, {} defective, {} events, {:.1} ms",
@@ -301,15 +319,41 @@ async fn run_async(
             .name("pvtherm-source".into())
             .spawn(move || source_thread(source, queue, state_tx, stats, shutdown))?
     };
+    let builder = MessageBuilder::new(
+        identity.clone(),
+        config.output.clone(),
+        model_info.clone(),
+        Renderer::new(config.render.clone()),
+    );
+    // The tracker starts empty: a `defects/active` list left by an earlier run is stale.
+    let mut initial = vec![builder.active_defects_message()];
+    let control = Control::new(identity.topic(""));
+    let switches = control.switches();
+    let mut listen = Vec::new();
+    if config.control.enabled {
+        listen.extend(control.topics());
+        initial.push(control_state_message(&identity, true, None));
+    }
+    let ha = &config.homeassistant;
+    if ha.enabled {
+        let facts = DeviceFacts {
+            radiometric,
+            control: config.control.enabled,
+            source: source_name.clone(),
+        };
+        let payload = homeassistant::discovery_payload(ha, &identity, &facts);
+        publisher.announce(&ha.config_topic(&identity), payload)?;
+        listen.push(ha.status_topic());
+    } else {
+        // Removes the device from Home Assistant if discovery was on before;
+        // an empty retained message where there is none changes nothing.
+        publisher.announce(&ha.config_topic(&identity), Vec::new())?;
+    }
+    let mut inbound = publisher.inbound(&listen);
     let worker = Worker {
         inspector,
         position,
-        builder: MessageBuilder::new(
-            identity.clone(),
-            config.output.clone(),
-            model_info.clone(),
-            Renderer::new(config.render.clone()),
-        ),
+        builder,
         publisher: publisher.clone(),
         queue: queue.clone(),
         stats: stats.clone(),
@@ -317,6 +361,7 @@ async fn run_async(
         throttle: Throttle::new(&config.pipeline),
         frame_summary: config.pipeline.frame_summary,
         shutdown: Shutdown::new(notify_shutdown.subscribe()),
+        switches: switches.clone(),
         live: live.clone(),
     };
     let worker_handle = tokio::task::spawn_blocking(move || worker.run());
@@ -330,6 +375,7 @@ async fn run_async(
         publisher.submit(message)
     };
     submit(camera(&SourceState::Online))?;
+    publisher.submit_all(initial)?;
     service::notify_ready();
     info!(
         "pvtherm {} running: source {source_name}, topics {}",
@@ -343,6 +389,7 @@ async fn run_async(
         stats.clone(),
         queue,
         publisher.clone(),
+        switches.clone(),
     );
     let mut stats_timer = tokio::time::interval(config.output.stats_interval);
     // After a stall (e.g. a long model load on a slow box) send one stats message, not a burst.
@@ -365,6 +412,24 @@ async fn run_async(
                     SourceState::Offline { reason } => warn!("camera offline: {reason}"),
                 }
                 submit(camera(&state))?;
+            }
+            Some(message) = inbound.recv() => {
+                if ha.enabled && message.topic == ha.status_topic() {
+                    if homeassistant::is_online(&message.payload) {
+                        // Home Assistant (re)started: announce again, after a
+                        // delay that differs from box to box.
+                        let delay = homeassistant::answer_delay(&ha.node_id(&identity));
+                        let publisher = publisher.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            publisher.reannounce();
+                        });
+                    }
+                } else if let Some(answer) =
+                    control.handle(&message.topic, &message.payload, message.retain)
+                {
+                    submit(control_state_message(&identity, switches.detecting(), Some(answer)))?;
+                }
             }
             _ = stats_timer.tick() => {
                 let (message, status) = reporter.tick();

@@ -540,3 +540,55 @@ fn embedded_broker_serves_the_publisher() {
     assert_eq!(run.wait_stats(T, |s| s.outbox_depth == 0).outbox_depth, 0);
     run.shutdown().unwrap();
 }
+
+/// A pvtherm-style JSON payload (`schema` first) numbered `n`.
+fn stamped_json(n: usize) -> Outgoing {
+    Outgoing::new(
+        MessageClass::Detections,
+        "detections",
+        format!(r#"{{"schema":1,"n":{n}}}"#).into_bytes(),
+    )
+}
+
+#[test]
+fn replayed_is_false_live_and_true_for_the_backlog_after_a_broker_restart() {
+    let mut broker = Mosquitto::start_with(MosquittoOptions {
+        persistence: true,
+        ..MosquittoOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(&fast(broker.mqtt_config()), &outbox_in(dir.path()), "dev9");
+    let sub = Subscriber::start(
+        &broker.mqtt_config(),
+        "pvtherm/dev9/detections",
+        Some("replay-sub"),
+    );
+    assert!(run.wait_stats(T, |s| s.connected).connected);
+    let before = std::time::SystemTime::now();
+    run.publisher
+        .submit_all((0..3).map(stamped_json).collect())
+        .unwrap();
+    assert!(sub.wait_for(T, |m| m.len() >= 3));
+
+    broker.stop();
+    assert!(!run.wait_stats(T, |s| !s.connected).connected);
+    run.publisher
+        .submit_all((3..8).map(stamped_json).collect())
+        .unwrap();
+    run.publisher.flush();
+    broker.start_again();
+    assert!(sub.wait_for(T, |m| m.len() >= 8), "{:?}", sub.messages());
+
+    let got: Vec<serde_json::Value> = sub
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    for m in &got {
+        let n = m["n"].as_u64().unwrap();
+        assert_eq!(m["replayed"], n >= 3, "{m}");
+        let at = humantime::parse_rfc3339(m["published_at"].as_str().unwrap()).unwrap();
+        assert!(at >= before - Duration::from_millis(1), "{m}");
+    }
+    run.shutdown().unwrap();
+}

@@ -2,17 +2,21 @@
 //! payloads of [`crate::messages`] serialised, thumbnails and snapshots
 //! rendered and tagged with the id of the JSON message they belong to.
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use log::warn;
 
 use super::{
-    to_json, CameraMessage, DefectMessage, DetectionsMessage, EventMessage, FrameInfo, ModelInfo,
-    ModuleReport, ThumbnailRef, SCHEMA_VERSION,
+    to_json, ActiveDefectsMessage, CameraMessage, ControlStateMessage, DefectMessage, DefectReport,
+    DetectionsMessage, EventMessage, FrameInfo, ModelInfo, ModuleReport, ThumbnailRef,
+    SCHEMA_VERSION,
 };
+use crate::analysis::temperature::TemperatureUnit;
 use crate::analysis::tracking::{DefectEvent, EventKind};
 use crate::analysis::FrameAnalysis;
 use crate::config::OutputConfig;
+use crate::control::Answer;
 use crate::frame::Frame;
 use crate::publish::{Identity, MessageClass, Outgoing};
 use crate::render::{self, Renderer};
@@ -26,6 +30,11 @@ pub struct MessageBuilder {
     /// Distinguishes message ids of this run from those of earlier runs.
     run_id: String,
     last_snapshot: Option<Instant>,
+    /// A snapshot was asked for (`snapshot/set`): the next frame gets one.
+    snapshot_requested: bool,
+    /// The open physical defects by event id (ids sort by first sighting),
+    /// as their latest event reported them: the `defects/active` list.
+    active: BTreeMap<String, DefectReport>,
     renderer: Renderer,
 }
 
@@ -44,6 +53,8 @@ impl MessageBuilder {
             model,
             run_id: format!("{started:x}"),
             last_snapshot: None,
+            snapshot_requested: false,
+            active: BTreeMap::new(),
             renderer,
         }
     }
@@ -68,7 +79,7 @@ impl MessageBuilder {
     ) -> Vec<Outgoing> {
         let device = self.identity.device().to_string();
         let mut out = Vec::new();
-        let message_id = format!("{device}-{}-{}", self.run_id, frame.sequence);
+        let message_id = self.message_id(frame);
         if !analysis.modules.is_empty() || self.output.publish_empty_frames {
             let msg = DetectionsMessage::new(
                 message_id.clone(),
@@ -130,11 +141,66 @@ impl MessageBuilder {
         out
     }
 
+    /// The id of the detections message of `frame` (`<device>-<run>-<sequence>`),
+    /// which its snapshot carries too.
+    fn message_id(&self, frame: &Frame) -> String {
+        format!(
+            "{}-{}-{}",
+            self.identity.device(),
+            self.run_id,
+            frame.sequence
+        )
+    }
+
+    /// Asks for a snapshot with the next frame, due or not.
+    pub fn request_snapshot(&mut self) {
+        self.snapshot_requested = true;
+    }
+
+    /// Messages for a frame that is not analysed (`detect/set OFF`): only the
+    /// snapshot, when one was asked for, showing the frame without outlines.
+    pub fn paused_frame_messages(&mut self, frame: &Frame) -> Vec<Outgoing> {
+        if !std::mem::take(&mut self.snapshot_requested) {
+            return Vec::new();
+        }
+        let nothing = FrameAnalysis {
+            modules: Vec::new(),
+            reference_temp: None,
+            unit: TemperatureUnit::Relative,
+            note: None,
+            events: Vec::new(),
+        };
+        let image = self.renderer.overview(frame, &nothing);
+        self.jpeg(Some(image), &self.message_id(frame))
+            .map(|jpeg| Outgoing::new(MessageClass::Snapshot, "snapshot", jpeg))
+            .into_iter()
+            .collect()
+    }
+
+    /// The retained `defects/active` message: the open defects now.
+    pub fn active_defects_message(&self) -> Outgoing {
+        let msg = ActiveDefectsMessage {
+            schema: SCHEMA_VERSION,
+            device: self.identity.device().to_string(),
+            count: self.active.len(),
+            defects: self.active.values().cloned().collect(),
+        };
+        Outgoing::new(MessageClass::ActiveDefects, "defects/active", to_json(&msg))
+    }
+
     /// Messages for defect events (`new`/`update`/`end`), each followed by its
-    /// best thumbnail on `events/thumbnail` for `new` and `update`.
+    /// best thumbnail on `events/thumbnail` for `new` and `update` (also kept
+    /// retained on `defects/latest/thumbnail`), then the `defects/active` list
+    /// when there was any event.
     pub fn event_messages(&mut self, events: &[DefectEvent]) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for event in events {
+            let report = DefectReport::of(event);
+            if event.kind == EventKind::End {
+                self.active.remove(&event.event_id);
+            } else {
+                self.active.insert(event.event_id.clone(), report);
+            }
             let thumbnail = if self.output.thumbnails && event.kind != EventKind::End {
                 let image = self.renderer.event_thumbnail(event);
                 self.jpeg(image, &event.event_id)
@@ -153,11 +219,19 @@ impl MessageBuilder {
             ));
             if let Some(jpeg) = thumbnail {
                 out.push(Outgoing::new(
+                    MessageClass::LatestThumbnail,
+                    "defects/latest/thumbnail",
+                    jpeg.clone(),
+                ));
+                out.push(Outgoing::new(
                     MessageClass::DefectThumbnail,
                     "events/thumbnail",
                     jpeg,
                 ));
             }
+        }
+        if !events.is_empty() {
+            out.push(self.active_defects_message());
         }
         out
     }
@@ -173,13 +247,15 @@ impl MessageBuilder {
     /// Whether a snapshot is due (`snapshot_interval`); if so, restarts the interval.
     fn snapshot_due(&mut self) -> bool {
         let interval = self.output.snapshot_interval;
-        if interval.is_zero() {
+        let requested = std::mem::take(&mut self.snapshot_requested);
+        if interval.is_zero() && !requested {
             return false;
         }
         let now = Instant::now();
-        let due = self
-            .last_snapshot
-            .is_none_or(|t| now.duration_since(t) >= interval);
+        let due = requested
+            || self
+                .last_snapshot
+                .is_none_or(|t| now.duration_since(t) >= interval);
         if due {
             self.last_snapshot = Some(now);
         }
@@ -208,6 +284,22 @@ pub(crate) fn camera_message(
         since: SystemTime::now(),
     };
     Outgoing::new(MessageClass::Camera, "camera", to_json(&msg))
+}
+
+/// The retained `state` message: whether frames are analysed (`detecting`)
+/// and the answer to the command that changed it, if any.
+pub(crate) fn control_state_message(
+    identity: &Identity,
+    detecting: bool,
+    last_command: Option<Answer>,
+) -> Outgoing {
+    let msg = ControlStateMessage {
+        schema: SCHEMA_VERSION,
+        device: identity.device().to_string(),
+        detect: if detecting { "ON" } else { "OFF" },
+        last_command,
+    };
+    Outgoing::new(MessageClass::ControlState, "state", to_json(&msg))
 }
 
 /// `jpeg` with a comment segment (COM) holding `text` right after the start

@@ -2,9 +2,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::queue::FrameQueue;
+use crate::control::Switches;
 use crate::lock::IgnorePoison;
 use crate::messages::{
     to_json, BrokerStats, LatencyStats, ModelInfo, StatsMessage, SCHEMA_VERSION,
@@ -24,6 +25,14 @@ pub(crate) struct PipelineStats {
     pub(crate) camera_online: AtomicBool,
     /// Inference latencies (ms) since the last stats message.
     latencies: Mutex<Vec<f32>>,
+    /// `new` defect events counted per UTC day: (day number, count).
+    defects_today: Mutex<(u64, u64)>,
+}
+
+/// Days since the Unix epoch, UTC.
+fn utc_day(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
 }
 
 impl PipelineStats {
@@ -33,6 +42,26 @@ impl PipelineStats {
         // Bounded: a stats interval never holds more than this many samples.
         if l.len() < 100_000 {
             l.push(ms);
+        }
+    }
+
+    /// Counts `n` newly confirmed physical defects for today (UTC).
+    pub(crate) fn count_new_defects(&self, n: u64) {
+        let today = utc_day(SystemTime::now());
+        let mut d = self.defects_today.lock().ignore_poison();
+        if d.0 != today {
+            *d = (today, 0);
+        }
+        d.1 += n;
+    }
+
+    /// Physical defects confirmed since 00:00 UTC.
+    pub(crate) fn defects_today(&self) -> u64 {
+        let d = *self.defects_today.lock().ignore_poison();
+        if d.0 == utc_day(SystemTime::now()) {
+            d.1
+        } else {
+            0
         }
     }
 
@@ -63,6 +92,7 @@ pub(crate) struct StatsReporter {
     stats: Arc<PipelineStats>,
     queue: Arc<FrameQueue>,
     publisher: Publisher,
+    switches: Arc<Switches>,
     started: Instant,
     /// `frames_processed` and the time at the previous message (the fps window).
     window: (u64, Instant),
@@ -76,6 +106,7 @@ impl StatsReporter {
         stats: Arc<PipelineStats>,
         queue: Arc<FrameQueue>,
         publisher: Publisher,
+        switches: Arc<Switches>,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -84,6 +115,7 @@ impl StatsReporter {
             stats,
             queue,
             publisher,
+            switches,
             started: now,
             window: (0, now),
         }
@@ -131,6 +163,8 @@ impl StatsReporter {
             },
             defects_detected: load(&stats.defects_detected),
             events: load(&stats.events),
+            defects_today: stats.defects_today(),
+            detecting: self.switches.detecting(),
             broker: BrokerStats::from(&self.publisher.stats()),
         };
         Outgoing::new(MessageClass::Stats, "stats", to_json(&msg))

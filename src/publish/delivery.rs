@@ -10,7 +10,8 @@
 
 use super::committer::Committer;
 use super::link::LinkEvent;
-use super::publisher::Shared;
+use super::publisher::{Inbound, Shared};
+use super::stamp::Stamp;
 use super::{MessageClass, MqttConfig, Outgoing};
 use crate::lock::IgnorePoison;
 use anyhow::{anyhow, Context, Result};
@@ -18,7 +19,7 @@ use rumqttc::{AsyncClient, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
@@ -112,6 +113,8 @@ enum Sent {
     State(MessageClass),
     /// `online` / `offline`.
     Availability,
+    /// A retained message on a full topic ([`super::Publisher::announce`]).
+    Announcement,
 }
 
 /// The delivery task's state: the current connection, the rate limit and
@@ -133,6 +136,9 @@ pub(super) struct Delivery {
     /// The outbox may hold rows after `last_sent`.
     backlog: bool,
     inflight: InflightTable,
+    /// When the current connection came up (ms since the Unix epoch): rows
+    /// accepted before it are sent with `replayed: true`.
+    connected_at_ms: i64,
 }
 
 impl Delivery {
@@ -158,6 +164,7 @@ impl Delivery {
             last_sent: 0,
             backlog: true,
             inflight: InflightTable::default(),
+            connected_at_ms: 0,
         }
     }
 
@@ -293,6 +300,7 @@ impl Delivery {
                 self.inflight = InflightTable::default();
                 self.last_sent = 0;
                 self.backlog = true;
+                self.connected_at_ms = unix_ms(SystemTime::now());
                 {
                     let mut link = self.shared.link.lock().ignore_poison();
                     if self.ever_connected {
@@ -310,6 +318,20 @@ impl Delivery {
                 // The broker may have lost retained state: send the latest again.
                 for (_, dirty) in self.shared.state.lock().ignore_poison().values_mut() {
                     *dirty = true;
+                }
+                self.shared.reannounce();
+                // A clean session has no subscriptions: make them again.
+                self.shared.inbound.lock().ignore_poison().pending = true;
+            }
+            LinkEvent::Message(p) => {
+                let route = self.shared.inbound.lock().ignore_poison();
+                if let Some(sender) = &route.sender {
+                    // The receiver gone only means nobody listens any more.
+                    let _ = sender.send(Inbound {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    });
                 }
             }
             LinkEvent::Lost {
@@ -377,7 +399,7 @@ impl Delivery {
                 Some(class)
             }
             Sent::State(class) => Some(class),
-            Sent::Availability => None,
+            Sent::Availability | Sent::Announcement => None,
         };
         if let Some(class) = class {
             self.shared
@@ -396,6 +418,24 @@ impl Delivery {
         if !self.connected {
             return Ok(());
         }
+        self.subscribe_pending();
+        let announcements: Vec<(String, Vec<u8>)> = self
+            .shared
+            .announcements
+            .lock()
+            .ignore_poison()
+            .iter_mut()
+            .filter(|(_, (_, dirty))| *dirty)
+            .map(|(topic, (payload, dirty))| {
+                *dirty = false;
+                (topic.clone(), payload.clone())
+            })
+            .collect();
+        for (topic, payload) in announcements {
+            if self.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+                self.inflight.note_handed(Sent::Announcement);
+            }
+        }
         let dirty: Vec<Outgoing> = self
             .shared
             .state
@@ -410,9 +450,10 @@ impl Delivery {
             .collect();
         for m in dirty {
             let topic = self.shared.identity.topic(&m.topic_suffix);
+            let payload = stamped(m.payload, false);
             // A full request channel only means the link is busy: the value stays
             // latest-wins and goes out with the next one.
-            if self.try_publish(topic, self.qos, m.retain, m.payload) {
+            if self.try_publish(topic, self.qos, m.retain, payload) {
                 self.inflight.note_handed(Sent::State(m.class));
             }
         }
@@ -436,7 +477,8 @@ impl Delivery {
             for row in rows {
                 let m = row.message;
                 let topic = self.shared.identity.topic(&m.topic_suffix);
-                if !self.try_publish(topic, self.qos, m.retain, m.payload) {
+                let payload = stamped(m.payload, row.created_at_ms < self.connected_at_ms);
+                if !self.try_publish(topic, self.qos, m.retain, payload) {
                     // Channel full: try again on the next wake-up from this row on.
                     self.backlog = true;
                     break;
@@ -448,6 +490,21 @@ impl Delivery {
         }
         self.publish_in_flight();
         Ok(())
+    }
+
+    /// Subscribes to the inbound filters not yet subscribed on this connection.
+    fn subscribe_pending(&mut self) {
+        let mut route = self.shared.inbound.lock().ignore_poison();
+        if !route.pending || route.filters.is_empty() {
+            return;
+        }
+        let Some(client) = &self.client else { return };
+        let filters = route
+            .filters
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        // A full request channel: try again on the next wake-up.
+        route.pending = client.try_subscribe_many(filters).is_err();
     }
 
     /// When the loop should wake up to feed more rows (rate limit waiting).
@@ -476,6 +533,22 @@ impl Delivery {
     fn publish_in_flight(&self) {
         self.shared.link.lock().ignore_poison().in_flight = self.inflight.rows;
     }
+}
+
+/// `payload` with the delivery stamp of a message handed over now (see
+/// [`Stamp`]); non-JSON payloads unchanged.
+fn stamped(payload: Vec<u8>, replayed: bool) -> Vec<u8> {
+    let stamp = Stamp {
+        published_at: SystemTime::now(),
+        replayed,
+    };
+    stamp.apply(&payload).unwrap_or(payload)
+}
+
+/// Milliseconds since the Unix epoch, the unit of the outbox's `created_at`.
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Token bucket for the delivery rate limit; `rate == 0` means unlimited.

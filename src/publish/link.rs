@@ -6,7 +6,7 @@
 //! replays from the outbox.
 
 use super::mqtt::describe_connection_error;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
@@ -30,6 +30,8 @@ pub(super) enum LinkEvent {
     Collision(u16),
     /// The broker acknowledged this packet id (PUBACK).
     Acked(u16),
+    /// A message arrived on a subscribed topic (rumqttc acknowledges it).
+    Message(Publish),
     /// The clean DISCONNECT of a shutdown went out; the link task ends.
     Disconnected,
 }
@@ -55,6 +57,7 @@ pub(super) async fn drive_link(
                     LinkEvent::Connected(client.clone())
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => LinkEvent::Acked(ack.pkid),
+                Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p),
                 Ok(Event::Outgoing(Out::Publish(pkid))) => LinkEvent::Sent(pkid),
                 Ok(Event::Outgoing(Out::AwaitAck(pkid))) => LinkEvent::Collision(pkid),
                 Ok(Event::Outgoing(Out::Disconnect)) => {

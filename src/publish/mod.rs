@@ -47,11 +47,12 @@ mod link;
 pub mod mqtt;
 pub mod outbox;
 mod publisher;
+mod stamp;
 
 pub use broker::{start_broker, BrokerConfig, BrokerHandle};
 pub use mqtt::{MqttConfig, TlsConfig};
 pub use outbox::{Outbox, OutboxConfig, StoredMessage, Synchronous};
-pub use publisher::{spawn_publisher, Publisher, PublisherStats};
+pub use publisher::{spawn_publisher, Inbound, Publisher, PublisherStats};
 
 use anyhow::{bail, Result};
 use serde::ser::SerializeMap;
@@ -76,11 +77,17 @@ pub enum MessageClass {
     Stats,
     /// Camera state/description. State: latest value wins, not stored.
     Camera,
+    /// The physical defects open now (`defects/active`). State.
+    ActiveDefects,
+    /// JPEG of the latest defect event (`defects/latest/thumbnail`). State.
+    LatestThumbnail,
+    /// What the control topics set, and the last command's answer (`state`). State.
+    ControlState,
 }
 
 impl MessageClass {
     /// Every class, in a fixed order (the index order of [`ClassCounts`]).
-    pub const ALL: [MessageClass; 7] = [
+    pub const ALL: [MessageClass; 10] = [
         MessageClass::Detections,
         MessageClass::Defect,
         MessageClass::DefectThumbnail,
@@ -88,11 +95,21 @@ impl MessageClass {
         MessageClass::Snapshot,
         MessageClass::Stats,
         MessageClass::Camera,
+        MessageClass::ActiveDefects,
+        MessageClass::LatestThumbnail,
+        MessageClass::ControlState,
     ];
 
     /// Durable classes go through the on-disk outbox; the others are latest-value state.
     pub fn is_durable(self) -> bool {
-        !matches!(self, MessageClass::Stats | MessageClass::Camera)
+        !matches!(
+            self,
+            MessageClass::Stats
+                | MessageClass::Camera
+                | MessageClass::ActiveDefects
+                | MessageClass::LatestThumbnail
+                | MessageClass::ControlState
+        )
     }
 
     /// Stable lower-case name, used in the outbox table and in stats JSON.
@@ -105,6 +122,9 @@ impl MessageClass {
             MessageClass::Snapshot => "snapshot",
             MessageClass::Stats => "stats",
             MessageClass::Camera => "camera",
+            MessageClass::ActiveDefects => "active_defects",
+            MessageClass::LatestThumbnail => "latest_thumbnail",
+            MessageClass::ControlState => "control_state",
         }
     }
 
@@ -142,10 +162,7 @@ impl Outgoing {
     /// A message with the retain flag this class usually has (snapshots and state
     /// classes retained, the rest not).
     pub fn new(class: MessageClass, topic_suffix: impl Into<String>, payload: Vec<u8>) -> Self {
-        let retain = matches!(
-            class,
-            MessageClass::Snapshot | MessageClass::Stats | MessageClass::Camera
-        );
+        let retain = class == MessageClass::Snapshot || !class.is_durable();
         Outgoing {
             topic_suffix: topic_suffix.into(),
             payload,

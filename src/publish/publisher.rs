@@ -49,6 +49,16 @@ pub struct PublisherStats {
     pub last_error: Option<String>,
 }
 
+/// A message that arrived on one of the topics given to [`Publisher::inbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The full topic it came on.
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Whether the broker delivered it as a retained message.
+    pub retain: bool,
+}
+
 /// Handle for submitting messages. Cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Publisher {
@@ -64,12 +74,37 @@ pub(super) struct Shared {
     pub(super) outbox: Mutex<Outbox>,
     /// Latest value per state topic, and whether it still has to go out.
     pub(super) state: Mutex<BTreeMap<String, (Outgoing, bool)>>,
+    /// Retained messages on full topics outside `<prefix>/<device>/` (Home
+    /// Assistant discovery), sent on every connection and when asked again;
+    /// with whether they still have to go out on this one.
+    pub(super) announcements: Mutex<BTreeMap<String, (Vec<u8>, bool)>>,
+    /// Topic filters to subscribe to on every connection, and where their
+    /// messages go.
+    pub(super) inbound: Mutex<InboundRoute>,
     pub(super) link: Mutex<LinkStats>,
     /// Wakes the delivery task: new messages, or a commit done.
     pub(super) wake: Notify,
     /// False once shutdown began: submissions are refused.
     pub(super) accepting: AtomicBool,
     max_message_bytes: usize,
+}
+
+impl Shared {
+    /// Marks every announcement as still to send on this connection.
+    pub(super) fn reannounce(&self) {
+        for (_, dirty) in self.announcements.lock().ignore_poison().values_mut() {
+            *dirty = true;
+        }
+    }
+}
+
+/// The subscriptions the delivery task makes on each connection.
+#[derive(Default)]
+pub(super) struct InboundRoute {
+    pub(super) filters: Vec<String>,
+    pub(super) sender: Option<mpsc::UnboundedSender<Inbound>>,
+    /// Filters added since the current connection subscribed.
+    pub(super) pending: bool,
 }
 
 /// What delivery reports for [`PublisherStats`] (the outbox figures come
@@ -128,6 +163,43 @@ impl Publisher {
         }
         shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Publishes `payload` retained on the full topic `topic` (not under
+    /// `<prefix>/<device>/`) now and again after every reconnect, replacing
+    /// what was announced there before; an empty payload removes the retained
+    /// message from the broker. Used for Home Assistant discovery.
+    pub fn announce(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+        validate_topic_suffix(topic)?;
+        self.shared
+            .announcements
+            .lock()
+            .ignore_poison()
+            .insert(topic.to_string(), (payload, true));
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sends every announcement again (Home Assistant restarted and asked
+    /// for them).
+    pub fn reannounce(&self) {
+        self.shared.reannounce();
+        self.shared.wake.notify_one();
+    }
+
+    /// Subscribes to `filters` (QoS 1) on the current and every later
+    /// connection and returns where their messages arrive. One route per
+    /// publisher: a second call adds its filters and replaces the receiver.
+    pub fn inbound(&self, filters: &[String]) -> mpsc::UnboundedReceiver<Inbound> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut route = self.shared.inbound.lock().ignore_poison();
+            route.filters.extend(filters.iter().cloned());
+            route.sender = Some(tx);
+            route.pending = true;
+        }
+        self.shared.wake.notify_one();
+        rx
     }
 
     /// Waits until every durable message accepted so far is committed to the
@@ -199,6 +271,8 @@ pub fn spawn_publisher(
         identity: identity.clone(),
         outbox: Mutex::new(outbox),
         state: Mutex::new(BTreeMap::new()),
+        announcements: Mutex::new(BTreeMap::new()),
+        inbound: Mutex::new(InboundRoute::default()),
         link: Mutex::new(LinkStats {
             link: format!("connecting to {}", mqtt.address()),
             ..LinkStats::default()

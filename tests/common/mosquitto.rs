@@ -27,6 +27,8 @@ pub struct MosquittoOptions {
     /// Keep sessions and retained messages across [`Mosquitto::restart`] (saved on
     /// SIGTERM), so persistent subscribers miss nothing while the broker is down.
     pub persistence: bool,
+    /// More configuration lines, appended as they are (e.g. a bridge section).
+    pub extra: String,
 }
 
 /// A running (or stopped) mosquitto owned by a test.
@@ -86,6 +88,7 @@ impl Mosquitto {
                 dir.path().display()
             ));
         }
+        conf.push_str(&options.extra);
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
         let mut m = Mosquitto {
@@ -171,6 +174,13 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Starts it again after [`Mosquitto::stop`] (same port, same config).
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
     }
 }
 
@@ -358,4 +368,25 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         let _ = self.client.try_disconnect();
     }
+}
+
+/// Publishes one message (QoS 1) as a separate client and waits for the
+/// broker's PUBACK: what a control room or Home Assistant would send.
+pub fn publish_once(config: &MqttConfig, topic: &str, payload: &[u8], retain: bool) {
+    let id = format!("test-pub-{}", free_port());
+    let options = config.client_options(&id).expect("publisher options");
+    let (client, mut connection) = Client::new(options, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+        .expect("queue publish");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for event in connection.iter() {
+        assert!(Instant::now() < deadline, "no PUBACK for {topic}");
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("publish to {topic}: {e}"),
+        }
+    }
+    let _ = client.disconnect();
 }

@@ -314,44 +314,6 @@ mod builtin {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_input_scale_upsamples_small_frames_only() {
-        let c = ModelConfig::default();
-        assert_eq!(c.input_size_for(640, 512), (640, 512));
-        assert_eq!(c.input_size_for(1280, 1024), (640, 512));
-        assert_eq!(c.input_size_for(256, 192), (512, 384));
-        assert_eq!(c.input_size_for(256, 205), (512, 416));
-        assert_eq!(c.input_size_for(160, 120), (640, 480));
-        assert_eq!(c.input_size_for(80, 60), (640, 480));
-        let once = ModelConfig {
-            input_scale: InputScale::Factor(1.0),
-            ..ModelConfig::default()
-        };
-        assert_eq!(once.input_size_for(160, 120), (160, 128));
-        let bad = ModelConfig {
-            input_scale: InputScale::Factor(20.0),
-            ..ModelConfig::default()
-        };
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("input_scale"));
-        for (toml, scale) in [
-            ("\"auto\"", InputScale::Auto),
-            ("2", InputScale::Factor(2.0)),
-        ] {
-            let c: ModelConfig = toml::from_str(&format!("input_scale = {toml}")).unwrap();
-            assert_eq!(c.input_scale, scale);
-        }
-        assert!(toml::from_str::<ModelConfig>("input_scale = \"big\"").is_err());
-    }
-}
-
 /// Detector and classifier together: frame in, judged modules out.
 pub struct ModelStack {
     pub detector: Detector,
@@ -395,5 +357,43 @@ impl ModelStack {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_input_scale_upsamples_small_frames_only() {
+        let c = ModelConfig::default();
+        assert_eq!(c.input_size_for(640, 512), (640, 512));
+        assert_eq!(c.input_size_for(1280, 1024), (640, 512));
+        assert_eq!(c.input_size_for(256, 192), (512, 384));
+        assert_eq!(c.input_size_for(256, 205), (512, 416));
+        assert_eq!(c.input_size_for(160, 120), (640, 480));
+        assert_eq!(c.input_size_for(80, 60), (640, 480));
+        let once = ModelConfig {
+            input_scale: InputScale::Factor(1.0),
+            ..ModelConfig::default()
+        };
+        assert_eq!(once.input_size_for(160, 120), (160, 128));
+        let bad = ModelConfig {
+            input_scale: InputScale::Factor(20.0),
+            ..ModelConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("input_scale"));
+        for (toml, scale) in [
+            ("\"auto\"", InputScale::Auto),
+            ("2", InputScale::Factor(2.0)),
+        ] {
+            let c: ModelConfig = toml::from_str(&format!("input_scale = {toml}")).unwrap();
+            assert_eq!(c.input_scale, scale);
+        }
+        assert!(toml::from_str::<ModelConfig>("input_scale = \"big\"").is_err());
     }
 }

@@ -123,9 +123,17 @@ impl TargetFilter {
     fn enabled(self, metadata: &Metadata) -> bool {
         // rumqttd (the demo's embedded broker) instruments its router with
         // error-level tracing spans, which reach `log` as one ERROR line per
-        // packet: noise, not errors. Its real failures surface through the
+        // packet, and its server logs every normal disconnect (and the start-up
+        // probe) as an ERROR: noise, not errors, shown only at trace (router)
+        // and debug (the rest). Its real failures surface through the
         // publisher's connection errors.
-        if metadata.target().starts_with("rumqttd::router") && self.level < LevelFilter::Trace {
+        let target = metadata.target();
+        let rumqttd_from = if target.starts_with("rumqttd::router") {
+            LevelFilter::Trace
+        } else {
+            LevelFilter::Debug
+        };
+        if target.starts_with("rumqttd") && self.level < rumqttd_from {
             return false;
         }
         let ours = metadata

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub struct BrokerConfig {
     /// Start the embedded broker. Default false.
     pub enabled: bool,
-    /// Address it listens on. Default `127.0.0.1:1883` (local only; use
-    /// `0.0.0.0:1883` to serve the network — it has no authentication).
+    /// Address it listens on: loopback only, since it has no authentication.
+    /// Default `127.0.0.1:1883`.
     pub listen: SocketAddr,
     /// Largest publish it accepts, in bytes. Default 1 MiB (snapshots must fit).
     pub max_payload_bytes: usize,
@@ -29,6 +29,15 @@ impl BrokerConfig {
     /// publishes). Checked also when the broker is off, so turning it on later
     /// does not reveal an old mistake.
     pub fn validate(&self) -> Result<()> {
+        if !self.listen.ip().is_loopback() {
+            bail!(
+                "[broker] listen = \"{}\" is not a loopback address: the embedded broker has \
+                 no authentication, so anyone on that network could read every topic and \
+                 spoof `availability`; keep it on 127.0.0.1, or run mosquitto with users and \
+                 TLS to serve a network",
+                self.listen
+            );
+        }
         crate::config_value::in_range(
             "[broker] max_payload_bytes",
             self.max_payload_bytes,
@@ -168,6 +177,20 @@ mod tests {
         };
         let err = format!("{:#}", start_broker(&cfg).unwrap_err());
         assert!(err.contains("cannot listen"), "{err}");
+    }
+
+    #[test]
+    fn only_loopback_addresses_are_accepted() {
+        let on = |listen: &str| BrokerConfig {
+            listen: listen.parse().unwrap(),
+            ..BrokerConfig::default()
+        };
+        assert!(on("127.0.0.1:1883").validate().is_ok());
+        assert!(on("[::1]:1883").validate().is_ok());
+        for open in ["0.0.0.0:1883", "192.168.1.5:1883", "[::]:1883"] {
+            let err = on(open).validate().unwrap_err().to_string();
+            assert!(err.contains("[broker] listen") && err.contains("loopback"), "{err}");
+        }
     }
 
     #[test]

@@ -189,7 +189,10 @@ mod tests {
         assert!(on("[::1]:1883").validate().is_ok());
         for open in ["0.0.0.0:1883", "192.168.1.5:1883", "[::]:1883"] {
             let err = on(open).validate().unwrap_err().to_string();
-            assert!(err.contains("[broker] listen") && err.contains("loopback"), "{err}");
+            assert!(
+                err.contains("[broker] listen") && err.contains("loopback"),
+                "{err}"
+            );
         }
     }
 

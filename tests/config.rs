@@ -391,3 +391,70 @@ fn check_config_lists_every_problem_at_once() {
     assert_eq!(check.status.code(), Some(0), "{}{out}", stderr(&check));
     assert!(out.contains("warning: [source.v4l2] device"), "{out}");
 }
+
+/// Every numeric key of the default configuration, as `(table path, key, is_float)`.
+fn numeric_keys() -> Vec<(String, String, bool)> {
+    fn walk(table: &toml::Table, path: &str, out: &mut Vec<(String, String, bool)>) {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(t) => {
+                    let sub = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(t, &sub, out);
+                }
+                toml::Value::Integer(_) => out.push((path.into(), key.clone(), false)),
+                toml::Value::Float(_) => out.push((path.into(), key.clone(), true)),
+                _ => {}
+            }
+        }
+    }
+    let defaults = toml::Table::try_from(pvtherm::config::Config::default()).unwrap();
+    let mut out = Vec::new();
+    walk(&defaults, "", &mut out);
+    // Unset by default, so not in the serialised defaults.
+    for key in ["score_threshold", "defect_threshold"] {
+        out.push(("model".into(), key.into(), true));
+    }
+    out
+}
+
+#[test]
+fn every_numeric_key_refuses_nan_inf_and_out_of_range_values_naming_it() {
+    let keys = numeric_keys();
+    assert!(keys.len() >= 35, "only {} numeric keys found", keys.len());
+    let mut failures = Vec::new();
+    for (table, key, is_float) in &keys {
+        let values: &[&str] = if *is_float {
+            &["nan", "inf", "-inf", "-1.0", "0.0", "1e300"]
+        } else {
+            &["-1", "0", "9223372036854775807", "nan", "inf"]
+        };
+        for value in values {
+            // A section is checked when it is used: the replay one with kind = "replay".
+            let mut text = format!("[{table}]\n{key} = {value}\n");
+            if table == "source.replay" {
+                text = format!("[source]\nkind = \"replay\"\n{text}path = {FIXTURES:?}\n");
+            }
+            let parsed = std::panic::catch_unwind(|| {
+                pvtherm::config::Config::parse(&text, Path::new("t.toml")).map(|_| ())
+            });
+            match parsed {
+                Err(_) => failures.push(format!("{table}.{key} = {value}: panicked")),
+                Ok(Ok(())) if value.contains("nan") || value.contains("inf") => {
+                    failures.push(format!("{table}.{key} = {value}: accepted"))
+                }
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let msg = format!("{e:#}");
+                    if !msg.contains(key.as_str()) {
+                        failures.push(format!("{table}.{key} = {value}: not named in {msg}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -35,6 +35,14 @@ fn base(dir: &Path) -> Entries {
     ]
 }
 
+/// A refused file: its name, the entries that make it bad, and the key the
+/// error must name.
+type Case<'a> = (
+    &'a str,
+    &'a [(&'static str, &'static str, &'a str)],
+    &'a str,
+);
+
 /// Writes `base` with `case` applied as TOML to `dir/name.toml`.
 fn write(dir: &Path, name: &str, case: &[(&'static str, &'static str, &str)]) -> PathBuf {
     let mut entries = base(dir);
@@ -88,7 +96,7 @@ fn stderr(out: &Output) -> String {
 fn check_config_and_run_refuse_the_same_files_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     // (file name, settings, what the message must name)
-    let cases: &[(&str, &[(&'static str, &'static str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (
             "prefix-sys",
             &[("device", "topic_prefix", "\"$SYS\"")],

@@ -12,12 +12,12 @@
 mod mosquitto;
 
 use mosquitto::{Mosquitto, MosquittoOptions, Subscriber};
+use pvtherm::publish::outbox::files_size;
 use pvtherm::publish::{
     spawn_publisher, Identity, MessageClass, MqttConfig, OutboxConfig, Outgoing, Publisher,
     PublisherStats, Synchronous,
 };
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -109,21 +109,9 @@ fn is_root() -> bool {
     })
 }
 
-/// Database plus write-ahead log, in bytes.
-fn files_size(path: &Path) -> u64 {
-    ["", "-wal"]
-        .iter()
-        .map(|ext| {
-            let mut p = path.as_os_str().to_owned();
-            p.push(ext);
-            std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
-        })
-        .sum()
-}
-
 /// Message `seq`: a defect every tenth, detections otherwise, `len` bytes.
 fn numbered(seq: usize, len: usize) -> Outgoing {
-    let (class, topic) = if seq % 10 == 0 {
+    let (class, topic) = if seq.is_multiple_of(10) {
         (MessageClass::Defect, "defects")
     } else {
         (MessageClass::Detections, "detections")

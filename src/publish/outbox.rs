@@ -654,6 +654,19 @@ impl Outbox {
     }
 }
 
+/// Bytes the outbox at `path` takes on disk: the database and its write-ahead
+/// log (what [`OutboxConfig::max_bytes`] bounds).
+pub fn files_size(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .map(|ext| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
 /// Opens the file, sets WAL + synchronous, checks integrity quickly and creates the
 /// schema.
 fn open_checked(path: &Path, sync: Synchronous) -> Result<Connection> {
@@ -950,18 +963,6 @@ mod tests {
                 .any(|n| n.starts_with("outbox.sqlite.corrupt-")),
             "{names:?}"
         );
-    }
-
-    /// Bytes of the database and its write-ahead log on disk.
-    fn files_size(path: &Path) -> u64 {
-        ["", "-wal"]
-            .iter()
-            .map(|ext| {
-                let mut p = path.as_os_str().to_owned();
-                p.push(ext);
-                std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
-            })
-            .sum()
     }
 
     #[test]

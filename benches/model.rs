@@ -7,10 +7,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pvtherm::analysis::{Analyser, AnalysisConfig};
-use pvtherm::config::OutputConfig;
 use pvtherm::inspect::Inspection;
 use pvtherm::messages::MessageBuilder;
 use pvtherm::messages::ModelInfo;
+use pvtherm::messages::OutputConfig;
 use pvtherm::model::{detector, preprocess, Classifier, Detector, ModelConfig, Precision};
 use pvtherm::publish::Identity;
 use pvtherm::render::{RenderOptions, Renderer};

@@ -7,16 +7,16 @@
 mod renamed_keys;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config_value::{duration_in_range, in_range, MAX_PERIOD};
+use crate::config_value::in_range;
 
 use crate::analysis::AnalysisConfig;
 use crate::control::ControlConfig;
 use crate::homeassistant::HomeAssistantConfig;
+use crate::messages::OutputConfig;
 use crate::model::ModelConfig;
 use crate::publish::{BrokerConfig, Identity, MqttConfig, OutboxConfig};
 use crate::render::RenderOptions;
@@ -129,58 +129,6 @@ impl Default for PipelineConfig {
             detect_every_n: 1,
             max_fps: 0.0,
             frame_summary: false,
-        }
-    }
-}
-
-/// `[output]`: snapshots, thumbnails and stats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutputConfig {
-    /// Time between retained annotated snapshots (`"0s"` = never). Read
-    /// from `snapshot_interval_s` (seconds) in older files.
-    #[serde(with = "crate::config_value::duration", alias = "snapshot_interval_s")]
-    pub snapshot_interval: Duration,
-    /// JPEG quality of snapshots and thumbnails (1..100).
-    pub jpeg_quality: u8,
-    /// Publish a JPEG thumbnail with every defect message.
-    pub thumbnails: bool,
-    /// Time between stats messages. Read from `stats_interval_s` (seconds)
-    /// in older files.
-    #[serde(with = "crate::config_value::duration", alias = "stats_interval_s")]
-    pub stats_interval: Duration,
-    /// Publish a detections message also for frames without modules.
-    pub publish_empty_frames: bool,
-}
-
-impl OutputConfig {
-    /// Intervals a timer can run (`snapshot_interval` may be 0 = never) and a
-    /// JPEG quality.
-    pub fn validate(&self) -> Result<()> {
-        if !self.snapshot_interval.is_zero() {
-            duration_in_range(
-                "[output] snapshot_interval",
-                self.snapshot_interval,
-                Duration::from_millis(100)..=MAX_PERIOD,
-            )?;
-        }
-        in_range("[output] jpeg_quality", self.jpeg_quality, 1..=100, "")?;
-        duration_in_range(
-            "[output] stats_interval",
-            self.stats_interval,
-            Duration::from_millis(100)..=MAX_PERIOD,
-        )
-    }
-}
-
-impl Default for OutputConfig {
-    fn default() -> Self {
-        Self {
-            snapshot_interval: Duration::from_secs(10),
-            jpeg_quality: 80,
-            thumbnails: true,
-            stats_interval: Duration::from_secs(30),
-            publish_empty_frames: false,
         }
     }
 }
@@ -335,6 +283,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn typo_names_the_key_and_line() {

@@ -3,41 +3,9 @@
 
 use std::time::SystemTime;
 
+pub use crate::pixels::Pixels;
 use crate::provenance::Provenance;
 use crate::radiometry::Radiometry;
-
-/// Pixel data of a single-channel thermal frame, row-major, no padding.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Pixels {
-    /// 8-bit grey (AGC rendering, GREY/YUYV luma, or an 8-bit image file).
-    Gray8(Vec<u8>),
-    /// 16-bit values: radiometric (see [`Radiometry`]) or raw sensor counts.
-    Gray16(Vec<u16>),
-}
-
-impl Pixels {
-    /// Number of pixels.
-    pub fn len(&self) -> usize {
-        match self {
-            Pixels::Gray8(v) => v.len(),
-            Pixels::Gray16(v) => v.len(),
-        }
-    }
-
-    /// True when there are no pixels.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Value of pixel `i` widened to u16 (8-bit values keep their 0..255 range).
-    #[inline]
-    pub fn get(&self, i: usize) -> u16 {
-        match self {
-            Pixels::Gray8(v) => v[i] as u16,
-            Pixels::Gray16(v) => v[i],
-        }
-    }
-}
 
 /// One captured thermal frame. Built only through [`Frame::new`], so a
 /// `Frame` that exists has a pixel buffer of exactly `width * height` values
@@ -141,7 +109,7 @@ impl Frame {
 
 /// Pixels and radiometry of one decoded image, before a source gives it a
 /// sequence number and an origin: what every decoder returns, from a camera
-/// buffer ([`crate::source::formats`]) or an image file ([`crate::imageio`]).
+/// buffer ([`crate::formats`]) or an image file ([`crate::imageio`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// Output width in pixels.

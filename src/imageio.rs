@@ -24,11 +24,11 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 
+use crate::formats::{self, RadiometricMode};
 use crate::frame::{Decoded, Frame, Pixels};
 use crate::provenance::{self, Provenance};
 use crate::radiometric_tiff::RawScale;
 use crate::radiometry::Radiometry;
-use crate::source::formats::{self, RadiometricMode};
 
 mod thermal;
 

@@ -20,8 +20,8 @@ use crate::publish::{ClassCounts, PublisherStats};
 
 mod builder;
 
-pub use builder::MessageBuilder;
 pub(crate) use builder::{camera_message, control_state_message};
+pub use builder::{MessageBuilder, OutputConfig};
 
 /// Version of the JSON schema of every payload.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -88,7 +88,10 @@ fn source_thread(
             Ok(SourceEvent::Frame(frame)) => {
                 stats.frames_captured.fetch_add(1, Ordering::Relaxed);
                 if wait {
-                    queue.push_when_free(frame);
+                    if !queue.push_when_free(frame) {
+                        // The inference thread stopped first: counted, not lost silently.
+                        stats.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
+                    }
                 } else if queue.push(frame) {
                     stats.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
                 }
@@ -146,7 +149,13 @@ impl Worker {
             self.heartbeat.beat();
             let frame = match self.queue.pop(IDLE_TICK) {
                 Popped::Frame(f) => f,
-                Popped::Idle if self.shutdown.is_shutdown() => break,
+                // Stopping while the source is still busy: close the queue, so a
+                // frame it hands over later is refused and counted, and take one
+                // that arrived meanwhile.
+                Popped::Idle if self.shutdown.is_shutdown() => {
+                    self.queue.close();
+                    continue;
+                }
                 Popped::Idle => continue,
                 Popped::Closed => break,
             };

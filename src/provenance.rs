@@ -19,7 +19,7 @@
 use serde::Serialize;
 
 use crate::exif::{CameraPosition, GroundPoint, Intrinsics, Pose};
-use crate::frame::Pixels;
+use crate::pixels::Pixels;
 use crate::radiometry::Radiometry;
 
 /// Scene temperatures a PV survey frame can show, degrees C.

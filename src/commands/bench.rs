@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use super::ModelArgs;
 use pvtherm::analysis::AnalysisConfig;
-use pvtherm::config::OutputConfig;
 use pvtherm::inspect::Inspector;
 use pvtherm::messages::MessageBuilder;
+use pvtherm::messages::OutputConfig;
 use pvtherm::model::{ModelConfig, ModelStack, Precision};
 use pvtherm::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
 use pvtherm::render::{RenderOptions, Renderer};

@@ -92,7 +92,7 @@ mod tests {
             formats: vec![FormatInfo {
                 fourcc: "Y16".into(),
                 description: "16-bit Greyscale".into(),
-                pvtherm_format: Some(pvtherm::source::formats::PixelFormat::Y16),
+                pvtherm_format: Some(pvtherm::formats::PixelFormat::Y16),
                 sizes: vec![SizeInfo {
                     size: SizeOffer::Discrete {
                         width: 160,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use pvtherm::formats::RadiometricMode;
 use pvtherm::frame::{Frame, Pixels};
-use pvtherm::source::formats::RadiometricMode;
 use pvtherm::source::v4l2::{DeviceChoice, FormatChoice, V4l2Config, V4l2Source};
 use pvtherm::source::{FrameSource, SourceEvent, SourceState};
 

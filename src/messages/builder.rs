@@ -3,9 +3,11 @@
 //! rendered and tagged with the id of the JSON message they belong to.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Result;
 use log::warn;
+use serde::{Deserialize, Serialize};
 
 use super::{
     to_json, ActiveDefectsMessage, CameraMessage, ControlStateMessage, DefectMessage, DefectReport,
@@ -15,12 +17,64 @@ use super::{
 use crate::analysis::temperature::TemperatureUnit;
 use crate::analysis::tracking::{DefectEvent, EventKind};
 use crate::analysis::FrameAnalysis;
-use crate::config::OutputConfig;
+use crate::config_value::{duration_in_range, in_range, MAX_PERIOD};
 use crate::control::Answer;
 use crate::frame::Frame;
 use crate::publish::{Identity, MessageClass, Outgoing};
 use crate::render::{self, Renderer};
 use crate::source::SourceState;
+
+/// `[output]`: snapshots, thumbnails and stats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Time between retained annotated snapshots (`"0s"` = never). Read
+    /// from `snapshot_interval_s` (seconds) in older files.
+    #[serde(with = "crate::config_value::duration", alias = "snapshot_interval_s")]
+    pub snapshot_interval: Duration,
+    /// JPEG quality of snapshots and thumbnails (1..100).
+    pub jpeg_quality: u8,
+    /// Publish a JPEG thumbnail with every defect message.
+    pub thumbnails: bool,
+    /// Time between stats messages. Read from `stats_interval_s` (seconds)
+    /// in older files.
+    #[serde(with = "crate::config_value::duration", alias = "stats_interval_s")]
+    pub stats_interval: Duration,
+    /// Publish a detections message also for frames without modules.
+    pub publish_empty_frames: bool,
+}
+
+impl OutputConfig {
+    /// Intervals a timer can run (`snapshot_interval` may be 0 = never) and a
+    /// JPEG quality.
+    pub fn validate(&self) -> Result<()> {
+        if !self.snapshot_interval.is_zero() {
+            duration_in_range(
+                "[output] snapshot_interval",
+                self.snapshot_interval,
+                Duration::from_millis(100)..=MAX_PERIOD,
+            )?;
+        }
+        in_range("[output] jpeg_quality", self.jpeg_quality, 1..=100, "")?;
+        duration_in_range(
+            "[output] stats_interval",
+            self.stats_interval,
+            Duration::from_millis(100)..=MAX_PERIOD,
+        )
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_interval: Duration::from_secs(10),
+            jpeg_quality: 80,
+            thumbnails: true,
+            stats_interval: Duration::from_secs(30),
+            publish_empty_frames: false,
+        }
+    }
+}
 
 /// Turns one analysed frame into the messages to publish.
 pub struct MessageBuilder {

@@ -42,16 +42,22 @@ impl FrameQueue {
         replaced
     }
 
-    /// Waits until the queue is empty (or closed), then puts `frame` in it:
-    /// backpressure for sources that must not lose frames.
-    pub fn push_when_free(&self, frame: Frame) {
+    /// Waits until the queue is empty, then puts `frame` in it: backpressure
+    /// for sources that must not lose frames. Returns false, dropping the
+    /// frame, when the queue is closed (the inference thread stopped): the
+    /// caller counts it.
+    pub fn push_when_free(&self, frame: Frame) -> bool {
         let slot = self.slot.lock().ignore_poison();
         let mut slot = self
             .ready
             .wait_while(slot, |s| s.frame.is_some() && !s.closed)
             .ignore_poison();
+        if slot.closed {
+            return false;
+        }
         slot.frame = Some(frame);
         self.ready.notify_all();
+        true
     }
 
     /// No more frames will come: the end of the source's data, not a stop

@@ -11,7 +11,7 @@
 //!   and the file readers alike.
 //!
 //! Containers (R-JPEG, FFF, camera buffers) are parsed elsewhere
-//! ([`crate::flir`], [`crate::imageio`], [`crate::source::formats`]); they
+//! ([`crate::flir`], [`crate::imageio`], [`crate::formats`]); they
 //! only hand their values and parameters to this module.
 
 mod linear;

@@ -2,7 +2,6 @@
 //! through one trait, so the pipeline does not care whether it reads a camera
 //! or a folder of survey images.
 
-pub mod formats;
 pub mod replay;
 pub mod v4l2;
 

@@ -34,8 +34,8 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture as _;
 use v4l::{Device, Format, FourCC};
 
+use crate::formats::{self, BufferLayout, PixelFormat, RadiometricMode};
 use crate::frame::Frame;
-use crate::source::formats::{self, BufferLayout, PixelFormat, RadiometricMode};
 use crate::source::{FrameSource, SourceEvent, SourceState};
 use probe::guarded;
 use timing::{SequenceTracker, TimestampMapper};

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::source::formats::{PixelFormat, TC001_HEIGHT, TC001_WIDTH};
+use crate::formats::{PixelFormat, TC001_HEIGHT, TC001_WIDTH};
 
 /// Size the negotiation aims for when the device sizes are a continuous or
 /// stepwise range and the config does not name one.

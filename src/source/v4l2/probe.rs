@@ -14,7 +14,7 @@ use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
 use super::negotiate::{fourcc_to_string, FormatOffer, SizeOffer};
-use crate::source::formats::{PixelFormat, TC001_HEIGHT, TC001_WIDTH};
+use crate::formats::{PixelFormat, TC001_HEIGHT, TC001_WIDTH};
 
 /// Runs a v4l crate call, turning a panic inside it into an error.
 ///

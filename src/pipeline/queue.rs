@@ -120,5 +120,8 @@ mod tests {
         assert!(matches!(q.pop(Duration::from_millis(1)), Popped::Idle));
         q.close();
         assert!(matches!(q.pop(Duration::from_secs(5)), Popped::Closed));
+        // Closed by a consumer that stopped: a waiting source is told, to count it.
+        assert!(!q.push_when_free(frame(3)));
+        assert!(matches!(q.pop(Duration::ZERO), Popped::Closed));
     }
 }

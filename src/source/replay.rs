@@ -260,6 +260,7 @@ mod tests {
         let names = [
             "001R.jpg",
             "030R.jpg",
+            "066R.jpg",
             "070R.jpg",
             "20180630_154039.jpg",
             "20180630_154531.jpg",

@@ -78,12 +78,14 @@ pub fn run(args: DetectArgs) -> Result<()> {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut survey = Survey::new(&mut inspector, render_options);
-    for (seq, file) in files.iter().enumerate() {
+    let names = output_names(&files);
+    for (seq, (file, name)) in files.iter().zip(&names).enumerate() {
         progress.set_message(file.display().to_string());
         match inspect_one(
             &mut survey,
             &load_options,
             file,
+            name,
             seq as u64,
             args.out.as_deref(),
         ) {
@@ -159,11 +161,41 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Inspects one file and writes its report and annotated picture to `out`.
+/// The name each input's outputs get (`<name>.json`, `<name>.annotated.jpg`):
+/// the file stem, or, where two inputs share a stem (`a.jpg` and `a.png`),
+/// the whole file name, and a `-N` suffix where even those are equal (the
+/// same name in two folders), so no report overwrites another.
+fn output_names(files: &[PathBuf]) -> Vec<String> {
+    let text = |s: Option<&std::ffi::OsStr>| s.unwrap_or_default().to_string_lossy().to_string();
+    let stems: Vec<String> = files.iter().map(|f| text(f.file_stem())).collect();
+    let mut taken = std::collections::HashSet::new();
+    files
+        .iter()
+        .zip(&stems)
+        .map(|(file, stem)| {
+            let base = if stems.iter().filter(|s| *s == stem).count() > 1 {
+                text(file.file_name())
+            } else {
+                stem.clone()
+            };
+            let mut name = base.clone();
+            let mut n = 2;
+            while !taken.insert(name.clone()) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// Inspects one file and writes its report and annotated picture to `out`
+/// under `name` (see [`output_names`]).
 fn inspect_one(
     survey: &mut Survey<'_>,
     load_options: &LoadOptions,
     file: &Path,
+    name: &str,
     sequence: u64,
     out: Option<&Path>,
 ) -> Result<DetectionsMessage> {
@@ -178,20 +210,15 @@ fn inspect_one(
         fix_age_s: None,
         fix_time: None,
     });
-    let stem = file
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
     let (msg, image) = survey
-        .inspect(&frame, position.as_ref(), stem.clone())
+        .inspect(&frame, position.as_ref(), name.to_string())
         .with_context(|| format!("{}: inference failed", file.display()))?;
     let msg = msg.clone();
     if let Some(dir) = out {
-        let json = dir.join(format!("{stem}.json"));
+        let json = dir.join(format!("{name}.json"));
         std::fs::write(&json, serde_json::to_vec_pretty(&msg)?)
             .with_context(|| format!("cannot write {}", json.display()))?;
-        let picture = dir.join(format!("{stem}.annotated.jpg"));
+        let picture = dir.join(format!("{name}.annotated.jpg"));
         std::fs::write(&picture, render::encode_jpeg(&image, 90)?)
             .with_context(|| format!("cannot write {}", picture.display()))?;
     }
@@ -222,5 +249,22 @@ fn print_summary(m: &DetectionsMessage) {
     }
     for flag in &p.flags {
         println!("  flagged: {flag}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_sharing_a_stem_get_distinct_output_names() {
+        let files: Vec<PathBuf> = ["s/a.jpg", "s/a.png", "s/b.jpg", "t/b.jpg", "s/c.tif"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            output_names(&files),
+            ["a.jpg", "a.png", "b.jpg", "b.jpg-2", "c"]
+        );
     }
 }

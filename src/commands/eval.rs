@@ -51,6 +51,17 @@ struct JsonOutput<'a> {
     report: &'a EvalReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     curve: Option<&'a [CurvePoint]>,
+    /// Images that could not be scored, each with the reason.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    skipped: &'a [Skipped],
+}
+
+/// An image `eval` could not score (unreadable file or annotations, failed
+/// inference): reported, and the run goes on with the others.
+#[derive(serde::Serialize)]
+struct Skipped {
+    file: String,
+    error: String,
 }
 
 /// Entry point of `pvtherm eval`.
@@ -74,6 +85,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let fusion = FusionRule::for_classifier(&stack.classifier, &config)?;
     let mut analyser = Analyser::new(AnalysisConfig::default())?.with_fusion(fusion.clone());
     let mut tally = Tally::default();
+    let mut skipped = Vec::new();
     for dir in &args.dirs {
         let images = image_files_in(&dir.join("images"))?;
         if images.is_empty() {
@@ -92,45 +104,55 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if only.as_ref().is_some_and(|o| !o.contains(&stem)) {
                 continue;
             }
-            let mut truth =
-                read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
-            let mut frame = pvtherm::imageio::load_frame(&image, tally.images as u64)?;
-            if let Some(factor) = args.downscale {
-                let (small, (sx, sy)) = downscaled(&frame, factor)?;
-                frame = small;
-                truth
-                    .iter_mut()
-                    .for_each(|a| a.quad = a.quad.scaled(sx, sy));
+            let mut score = || -> Result<()> {
+                let mut truth =
+                    read_annotations(&dir.join("annotations").join(format!("{stem}.json")))?;
+                let mut frame = pvtherm::imageio::load_frame(&image, tally.images as u64)?;
+                if let Some(factor) = args.downscale {
+                    let (small, (sx, sy)) = downscaled(&frame, factor)?;
+                    frame = small;
+                    truth
+                        .iter_mut()
+                        .for_each(|a| a.quad = a.quad.scaled(sx, sy));
+                }
+                let start = Instant::now();
+                let pred = stack
+                    .infer(&frame)
+                    .with_context(|| format!("inference failed on {}", image.display()))?;
+                let latency = start.elapsed().as_secs_f64() * 1e3;
+                let (reported, below): (Vec<ModuleDetection>, Vec<ModuleDetection>) =
+                    pred.into_iter().partition(|m| m.score >= operating);
+                let mut pred: Vec<ModuleDetection> = analyser
+                    .analyse(&frame, reported, None)
+                    .modules
+                    .into_iter()
+                    .map(|m| m.detection)
+                    .collect();
+                pred.extend(below);
+                let radiometric = frame.radiometry.is_absolute();
+                tally.note_operating_point(
+                    match fusion.as_ref().and_then(|r| r.logit_threshold(radiometric)) {
+                        Some(threshold) => OperatingPoint {
+                            decision: Decision::Fused,
+                            threshold,
+                        },
+                        None => OperatingPoint {
+                            decision: Decision::Classifier,
+                            threshold: stack.classifier.threshold(),
+                        },
+                    },
+                );
+                let (w, h) = (frame.width() as f32, frame.height() as f32);
+                tally.add_at(&pred, &truth, w, h, latency, operating);
+                Ok(())
+            };
+            if let Err(e) = score() {
+                eprintln!("pvtherm: skipped {}: {e:#}", image.display());
+                skipped.push(Skipped {
+                    file: image.display().to_string(),
+                    error: format!("{e:#}"),
+                });
             }
-            let start = Instant::now();
-            let pred = stack
-                .infer(&frame)
-                .with_context(|| format!("inference failed on {}", image.display()))?;
-            let latency = start.elapsed().as_secs_f64() * 1e3;
-            let (reported, below): (Vec<ModuleDetection>, Vec<ModuleDetection>) =
-                pred.into_iter().partition(|m| m.score >= operating);
-            let mut pred: Vec<ModuleDetection> = analyser
-                .analyse(&frame, reported, None)
-                .modules
-                .into_iter()
-                .map(|m| m.detection)
-                .collect();
-            pred.extend(below);
-            let radiometric = frame.radiometry.is_absolute();
-            tally.note_operating_point(
-                match fusion.as_ref().and_then(|r| r.logit_threshold(radiometric)) {
-                    Some(threshold) => OperatingPoint {
-                        decision: Decision::Fused,
-                        threshold,
-                    },
-                    None => OperatingPoint {
-                        decision: Decision::Classifier,
-                        threshold: stack.classifier.threshold(),
-                    },
-                },
-            );
-            let (w, h) = (frame.width() as f32, frame.height() as f32);
-            tally.add_at(&pred, &truth, w, h, latency, operating);
         }
     }
     if tally.images == 0 {
@@ -142,12 +164,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let out = JsonOutput {
             report: &report,
             curve: curve.as_deref(),
+            skipped: &skipped,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&report);
         if let Some(curve) = &curve {
             print_curve(curve, tally.operating_points());
+        }
+        if !skipped.is_empty() {
+            println!(
+                "{} image(s) skipped, not counted above (reasons on stderr)",
+                skipped.len()
+            );
         }
     }
     Ok(())

@@ -442,8 +442,8 @@ fn decode_embedded(
     w: usize,
     h: usize,
 ) -> FlirResult<Vec<u16>> {
-    let img = image::load_from_memory_with_format(body, format)
-        .map_err(|e| FlirError::Corrupt(format!("embedded {format:?} raw image: {e}")))?;
+    let img = crate::decode_limit::decode_image(body, format)
+        .map_err(|e| FlirError::Corrupt(format!("embedded {format:?} raw image: {e:#}")))?;
     if (img.width() as usize, img.height() as usize) != (w, h) {
         return Err(FlirError::Corrupt(format!(
             "embedded {format:?} raw image is {}x{}, RawData says {w}x{h}",

@@ -150,8 +150,7 @@ fn decode(path: &Path, bytes: &[u8], options: &LoadOptions) -> anyhow::Result<th
 /// JPEG, PNG or TIFF through the `image` crate: 16-bit stays 16-bit, anything
 /// else becomes 8-bit luma. No absolute temperature (Relative).
 fn decode_raster(bytes: &[u8], format: image::ImageFormat) -> anyhow::Result<Decoded> {
-    let img = image::load_from_memory_with_format(bytes, format)
-        .with_context(|| format!("not a valid {format:?} image (truncated or corrupt)"))?;
+    let img = crate::decode_limit::decode_image(bytes, format)?;
     let (width, height) = (img.width(), img.height());
     let pixels = match img {
         image::DynamicImage::ImageLuma8(b) => Pixels::Gray8(b.into_raw()),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_value;
 pub mod control;
 pub mod crop;
+pub mod decode_limit;
 pub(crate) mod dji;
 pub mod eval;
 pub(crate) mod exif;

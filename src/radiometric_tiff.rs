@@ -79,6 +79,7 @@ pub(crate) fn decode(
 ) -> anyhow::Result<Option<RadiometricTiff>> {
     let mut dec = Decoder::new(Cursor::new(bytes)).context("not a valid TIFF")?;
     let (width, height) = dec.dimensions().context("TIFF has no image size")?;
+    crate::decode_limit::check("TIFF", width.into(), height.into())?;
     let colour = dec.colortype().context("TIFF colour type")?;
     if !matches!(colour, ColorType::Gray(16 | 32 | 64)) {
         return Ok(None);

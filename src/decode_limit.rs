@@ -52,6 +52,9 @@ mod tests {
         check("frame", 640, 512).unwrap();
         check("frame", 1280, 1024).unwrap();
         let msg = format!("{:#}", check("PNG image", 20_000, 20_000).unwrap_err());
-        assert!(msg.contains("20000x20000") && msg.contains("32 Mpx"), "{msg}");
+        assert!(
+            msg.contains("20000x20000") && msg.contains("32 Mpx"),
+            "{msg}"
+        );
     }
 }

@@ -87,56 +87,15 @@ pub fn parse_rjpeg(jpeg: &[u8]) -> FlirResult<RadiometricImage> {
 /// start with `FLIR\0`. Each such segment has an 8-byte header: `FLIR\0`, one
 /// byte, the chunk index and the chunk count minus one (as exiftool reads it).
 pub fn extract_flir_app1(jpeg: &[u8]) -> FlirResult<Vec<u8>> {
-    if !jpeg.starts_with(&[0xFF, 0xD8]) {
-        return Err(FlirError::NotJpeg);
-    }
+    use crate::jpeg::JpegError;
+    let segments = crate::jpeg::segments(jpeg).map_err(|e| match e {
+        JpegError::NotJpeg => FlirError::NotJpeg,
+        JpegError::Truncated(what) => FlirError::Truncated(format!("JPEG {what}")),
+        JpegError::Corrupt(what) => FlirError::Corrupt(format!("JPEG {what}")),
+    })?;
     let mut chunks: Vec<Option<&[u8]>> = Vec::new();
-    let mut pos = 2;
-    loop {
-        // Markers may be preceded by fill bytes 0xFF.
-        if pos >= jpeg.len() {
-            return Err(FlirError::Truncated(format!(
-                "JPEG ends at byte {pos} before the image data (no SOS marker)"
-            )));
-        }
-        if jpeg[pos] != 0xFF {
-            return Err(FlirError::Corrupt(format!(
-                "JPEG marker expected at byte {pos}, found 0x{:02x}",
-                jpeg[pos]
-            )));
-        }
-        while pos < jpeg.len() && jpeg[pos] == 0xFF {
-            pos += 1;
-        }
-        let Some(&marker) = jpeg.get(pos) else {
-            continue;
-        };
-        pos += 1;
-        match marker {
-            // Start of scan / end of image: the FLIR segments come before.
-            0xDA | 0xD9 => break,
-            // Standalone markers without a length.
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
-        }
-        let len = read_u16_be(jpeg, pos).ok_or_else(|| {
-            FlirError::Truncated(format!(
-                "JPEG ends inside the length of segment FF{marker:02X} at byte {pos}"
-            ))
-        })? as usize;
-        if len < 2 {
-            return Err(FlirError::Corrupt(format!(
-                "JPEG segment FF{marker:02X} at byte {pos} has length {len}"
-            )));
-        }
-        let end = pos + len;
-        if end > jpeg.len() {
-            return Err(FlirError::Truncated(format!(
-                "JPEG segment FF{marker:02X} at byte {pos} needs {len} bytes, the file has only {} left",
-                jpeg.len() - pos
-            )));
-        }
-        let payload = &jpeg[pos + 2..end];
+    for segment in segments {
+        let (marker, payload) = (segment.marker, segment.payload);
         if marker == 0xE1 && payload.len() >= 8 && payload.starts_with(b"FLIR\0") {
             let index = payload[6] as usize;
             let total = payload[7] as usize + 1;
@@ -158,7 +117,6 @@ pub fn extract_flir_app1(jpeg: &[u8]) -> FlirResult<Vec<u8>> {
             }
             *slot = Some(&payload[8..]);
         }
-        pos = end;
     }
     if chunks.is_empty() {
         return Err(FlirError::NoFlirData);
@@ -236,10 +194,6 @@ impl Reader<'_> {
         }
         Ok(self)
     }
-}
-
-fn read_u16_be(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(off..off + 2)?.try_into().ok()?))
 }
 
 /// FFF record type of the raw thermal image.

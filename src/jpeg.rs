@@ -1,7 +1,7 @@
 //! JPEG marker segments before the image data: the one walker that the
-//! thermal container readers ([`crate::dji`], [`crate::exif`]) share, so that
-//! truncation and corruption are reported the same way (with the byte offset)
-//! whatever the vendor.
+//! thermal container readers ([`crate::flir`], [`crate::dji`],
+//! [`crate::exif`]) share, so that truncation and corruption are reported
+//! the same way (with the byte offset) whatever the vendor.
 
 use thiserror::Error;
 

@@ -135,7 +135,8 @@ function figure(img, picture) {
 }
 
 function detail(img, m) {
-  const t = m.temperature, u = img.unit === "celsius" ? " \u00b0C" : "";
+  // Relative frames carry raw values, not degrees: say so next to each number.
+  const t = m.temperature, u = img.unit === "celsius" ? " \u00b0C" : " (relative)";
   const lines = [
     img.frame.origin + ", module #" + m.index + (m.defective ? ": DEFECTIVE" : ": healthy"),
     "score " + fmt(m.score, 2) + ", defect score " + fmt(m.defect_score, 2) + ", class " + m.anomaly_class,

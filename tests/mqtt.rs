@@ -4,80 +4,20 @@
 
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/publisher.rs"]
+mod publisher;
 
 use mosquitto::{Mosquitto, MosquittoOptions, Received, Subscriber};
-use pvtherm::publish::{
-    spawn_publisher, Identity, MessageClass, MqttConfig, OutboxConfig, Outgoing, Publisher,
-    PublisherStats,
-};
+use publisher::Running;
+use pvtherm::publish::{MessageClass, MqttConfig, OutboxConfig, Outgoing};
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::runtime::Runtime;
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 
 const DURABLE_TOPICS: [&str; 4] = ["detections", "defects", "defects/thumbnail", "snapshot"];
-
-/// A publisher on its own runtime, as the daemon would run it.
-struct Running {
-    rt: Runtime,
-    publisher: Publisher,
-    task: JoinHandle<anyhow::Result<()>>,
-    stop: broadcast::Sender<()>,
-}
-
-impl Running {
-    fn start(mqtt: &MqttConfig, outbox: &OutboxConfig, device: &str) -> Running {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let identity = Identity::new("pvtherm", device).unwrap();
-        let (stop, stop_rx) = broadcast::channel(1);
-        let (publisher, task) = rt
-            .block_on(async { spawn_publisher(mqtt, outbox, &identity, stop_rx) })
-            .unwrap();
-        Running {
-            rt,
-            publisher,
-            task,
-            stop,
-        }
-    }
-
-    /// Clean shutdown: drain, `offline`, disconnect.
-    fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.rt
-            .block_on(self.task)
-            .expect("publisher task panicked")
-    }
-
-    /// Simulated crash: the runtime and its sockets vanish without any goodbye.
-    fn crash(self) {
-        self.rt.shutdown_background();
-    }
-
-    fn wait_stats(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&PublisherStats) -> bool,
-    ) -> PublisherStats {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let stats = self.publisher.stats();
-            if done(&stats) || Instant::now() > deadline {
-                return stats;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Short timings so failures and reconnects happen within a test's patience.
 fn fast(mqtt: MqttConfig) -> MqttConfig {

@@ -10,73 +10,19 @@
 
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/publisher.rs"]
+mod publisher;
 
 use mosquitto::{Mosquitto, MosquittoOptions, Subscriber};
+use publisher::Running;
 use pvtherm::publish::outbox::files_size;
-use pvtherm::publish::{
-    spawn_publisher, Identity, MessageClass, MqttConfig, OutboxConfig, Outgoing, Publisher,
-    PublisherStats, Synchronous,
-};
+use pvtherm::publish::{MessageClass, MqttConfig, OutboxConfig, Outgoing, Synchronous};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::runtime::Runtime;
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 
 const T: Duration = Duration::from_secs(30);
 const WINDOW: u16 = 16;
-
-/// A publisher on its own runtime, as the daemon runs it.
-struct Running {
-    rt: Runtime,
-    publisher: Publisher,
-    task: JoinHandle<anyhow::Result<()>>,
-    stop: broadcast::Sender<()>,
-}
-
-impl Running {
-    fn start(mqtt: &MqttConfig, outbox: &OutboxConfig, device: &str) -> Running {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let identity = Identity::new("pvtherm", device).unwrap();
-        let (stop, stop_rx) = broadcast::channel(1);
-        let (publisher, task) = rt
-            .block_on(async { spawn_publisher(mqtt, outbox, &identity, stop_rx) })
-            .unwrap();
-        Running {
-            rt,
-            publisher,
-            task,
-            stop,
-        }
-    }
-
-    /// Stats once `done` holds (or the timeout passed).
-    fn wait_stats(&self, done: impl Fn(&PublisherStats) -> bool) -> PublisherStats {
-        let deadline = Instant::now() + T;
-        loop {
-            let stats = self.publisher.stats();
-            if done(&stats) || Instant::now() > deadline {
-                return stats;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Clean shutdown; the publisher must still be running when asked.
-    fn shutdown(self) {
-        assert!(!self.task.is_finished(), "the publisher stopped on its own");
-        let _ = self.stop.send(());
-        self.rt
-            .block_on(self.task)
-            .expect("publisher task panicked")
-            .expect("publisher shutdown failed");
-    }
-}
 
 /// A tmpfs of `bytes` mounted on a fresh directory, unmounted on drop.
 struct Tmpfs {
@@ -210,7 +156,9 @@ fn fill_then_recover(
     let after: Vec<Outgoing> = (count..count + 20).map(|i| numbered(i, len)).collect();
     sent.extend(after.iter().map(|m| m.payload[..6].to_vec()));
     run.publisher.submit_all(after).unwrap();
-    let done = run.wait_stats(|s| s.connected && s.outbox_depth == 0 && s.in_flight == 0);
+    let done = run.wait_stats(T, |s| {
+        s.connected && s.outbox_depth == 0 && s.in_flight == 0
+    });
     assert_eq!(done.outbox_depth, 0, "{done:?}");
     assert_eq!(done.outbox_error, None, "{done:?}");
     assert_eq!(
@@ -242,7 +190,8 @@ fn fill_then_recover(
     );
     let drained_size = files_size(&outbox.path);
     eprintln!("{device}: drained: {done:?}, files {drained_size} bytes, {twice} twice");
-    run.shutdown();
+    assert!(!run.task.is_finished(), "the publisher stopped on its own");
+    run.shutdown().expect("publisher shutdown failed");
     Outcome {
         full_size,
         drained_size,

@@ -25,12 +25,9 @@ fn bench_models(c: &mut Criterion) {
     let mut group = c.benchmark_group("model");
     group.sample_size(20);
     for precision in [Precision::F32, Precision::Int8] {
-        let cfg = ModelConfig {
-            precision,
-            ..Default::default()
-        };
+        let cfg = ModelConfig::default().with_precision(precision);
         let mut det = Detector::load(&cfg.detector_source(), (640, 512), None, 1).unwrap();
-        let name = format!("{precision:?}").to_lowercase();
+        let name = precision.name();
         group.bench_function(format!("detector_640x512_{name}"), |b| {
             b.iter(|| det.detect(&frame).unwrap())
         });

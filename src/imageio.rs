@@ -74,6 +74,16 @@ pub struct LoadOptions {
     pub raw_scale: Option<(f32, f32)>,
 }
 
+/// A real 640x512 drone frame built into the binary (an 8-bit rendering of
+/// the raw plane of the fixture tests/fixtures/pv/images/001R.jpg; 32
+/// modules): what `precision = "auto"` times the model pairs on, so that the
+/// choice is made before the camera delivers anything.
+pub fn sample_frame() -> anyhow::Result<Frame> {
+    const SAMPLE: &[u8] = include_bytes!("../models/timing-frame.jpg");
+    let decoded = decode_raster(SAMPLE, image::ImageFormat::Jpeg)?;
+    Ok(decoded.into_frame(0, SystemTime::now(), "built-in sample frame".into())?)
+}
+
 /// Loads one file as a [`Frame`] with the given sequence number and default
 /// [`LoadOptions`]; see [`load_frame_with`].
 pub fn load_frame(path: &Path, sequence: u64) -> anyhow::Result<Frame> {

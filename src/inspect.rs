@@ -8,7 +8,8 @@ use anyhow::Result;
 use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis, FusionRule};
 use crate::frame::Frame;
 use crate::messages::ModelInfo;
-use crate::model::{ModelConfig, ModelStack};
+use crate::model::trial::{self, PrecisionTrial};
+use crate::model::{ModelConfig, ModelStack, PrecisionChoice};
 use crate::position::Position;
 
 /// The models and the analysis state, loaded once.
@@ -26,9 +27,35 @@ pub struct Inspection {
 }
 
 impl Inspector {
-    /// Loads the models and sets up the analysis.
+    /// Loads the models and sets up the analysis. `precision = "auto"` loads
+    /// f32 here (see [`crate::model::PrecisionChoice::Auto`]); long-running
+    /// callers use [`Inspector::load_fastest`].
     pub fn new(model: &ModelConfig, analysis: AnalysisConfig) -> Result<Self> {
-        let stack = ModelStack::load(model)?;
+        Self::with_stack(ModelStack::load(model)?, model, analysis)
+    }
+
+    /// As [`Inspector::new`], but `precision = "auto"` times both built-in
+    /// pairs on the built-in sample frame and keeps the faster one (bounded by
+    /// [`trial::TRIAL_BUDGET`]); the trial says what it measured.
+    pub fn load_fastest(
+        model: &ModelConfig,
+        analysis: AnalysisConfig,
+    ) -> Result<(Self, Option<PrecisionTrial>)> {
+        let (stack, trial) = if model.precision == PrecisionChoice::Auto {
+            let sample = crate::imageio::sample_frame()?;
+            trial::load_fastest(model, &sample, trial::TRIAL_BUDGET)?
+        } else {
+            (ModelStack::load(model)?, None)
+        };
+        Ok((Self::with_stack(stack, model, analysis)?, trial))
+    }
+
+    /// The inspector around a loaded stack.
+    fn with_stack(
+        stack: ModelStack,
+        model: &ModelConfig,
+        analysis: AnalysisConfig,
+    ) -> Result<Self> {
         let fusion = FusionRule::for_classifier(&stack.classifier, model)?;
         let (name, version) = stack.detector.name_version();
         let model_info = ModelInfo {

@@ -23,6 +23,7 @@ pub mod imageio;
 pub mod inspect;
 pub(crate) mod jpeg;
 pub(crate) mod lock;
+pub(crate) mod median;
 pub mod messages;
 pub mod model;
 pub mod pipeline;

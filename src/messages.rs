@@ -14,6 +14,7 @@ use crate::analysis::tracking::{BestSighting, DefectEvent, EventKind};
 use crate::analysis::{AnalysedModule, FrameAnalysis};
 use crate::frame::Frame;
 use crate::geometry::{BBox, Quad};
+use crate::model::trial::PrecisionTrial;
 use crate::position::Position;
 use crate::provenance::{GroundPosition, Provenance};
 use crate::publish::{ClassCounts, PublisherStats};
@@ -437,6 +438,10 @@ pub struct StatsMessage {
     pub detecting: bool,
     /// The MQTT link and the outbox (see README: durable delivery).
     pub broker: BrokerStats,
+    /// What `[model] precision = "auto"` measured at start-up and chose;
+    /// absent when the precision or the model files were named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision_trial: Option<PrecisionTrial>,
 }
 
 /// The `broker` object of [`StatsMessage`]: the MQTT link and the outbox.

@@ -62,6 +62,7 @@ use crate::frame::Frame;
 use crate::homeassistant::{self, DeviceFacts};
 use crate::inspect::Inspector;
 use crate::messages::{camera_message, control_state_message, MessageBuilder};
+use crate::model::trial::PrecisionTrial;
 use crate::position::PositionSource;
 use crate::publish::{self, Identity, Outgoing, Publisher};
 use crate::render::Renderer;
@@ -253,19 +254,24 @@ pub fn run_daemon(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let identity = Identity::new(&config.device.topic_prefix, &config.device.id)?;
-    let inspector = Inspector::new(&config.model, config.analysis.clone())?;
+    let (inspector, trial) = Inspector::load_fastest(&config.model, config.analysis.clone())?;
     info!(
         "models loaded: {} + {}",
         inspector.model_info().detector,
         inspector.model_info().classifier
     );
+    if let Some(trial) = &trial {
+        info!("{trial}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("pvtherm-io")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_async(config, identity, inspector, source, shutdown))
+    runtime.block_on(run_async(
+        config, identity, inspector, trial, source, shutdown,
+    ))
 }
 
 /// The body of [`run_daemon`], inside the tokio runtime.
@@ -273,6 +279,7 @@ async fn run_async(
     config: Config,
     identity: Identity,
     inspector: Inspector,
+    trial: Option<PrecisionTrial>,
     source: Box<dyn FrameSource>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -296,7 +303,12 @@ async fn run_async(
             let server = WebServer::start(
                 WebSetup {
                     http: config.http.clone(),
-                    model: config.model.clone(),
+                    // The pair the trial chose: the uploads' own instance
+                    // need not time them again.
+                    model: match &trial {
+                        Some(t) => config.model.with_precision(t.chosen),
+                        None => config.model.clone(),
+                    },
                     analysis: config.analysis.clone(),
                     render: config.render.clone(),
                     mode: "daemon",
@@ -395,6 +407,7 @@ async fn run_async(
     let mut reporter = StatsReporter::new(
         identity.clone(),
         model_info,
+        trial,
         stats.clone(),
         queue,
         publisher.clone(),

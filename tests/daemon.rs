@@ -120,10 +120,11 @@ fn json(m: &Received) -> Value {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{}: not JSON: {e}", m.topic))
 }
 
-/// Module count per frame file, from `pvtherm detect` with the same models.
-fn expected_counts(frames: &Path) -> BTreeMap<String, u64> {
+/// Module count per frame file, from `pvtherm detect` with the same models
+/// (`precision`: the pair the daemon ran).
+fn expected_counts(frames: &Path, precision: &str) -> BTreeMap<String, u64> {
     let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
-        .args(["detect", "--json"])
+        .args(["detect", "--json", "--precision", precision])
         .arg(frames)
         .output()
         .unwrap();
@@ -172,8 +173,29 @@ fn replay_run_publishes_every_documented_topic() {
         "clean shutdown says offline"
     );
 
-    // One detections message per frame, with the module count `detect` finds.
-    let expected = expected_counts(&frames);
+    // `precision = "auto"` (the default) timed both pairs at start-up and
+    // says which one it kept.
+    let stats: Vec<Value> = sub.on_topic(&t("stats")).iter().map(json).collect();
+    let trial = &stats.last().expect("stats published")["precision_trial"];
+    let chosen = trial["chosen"].as_str().expect("auto reports its trial");
+    assert!(["int8", "f32"].contains(&chosen), "{trial}");
+    let (f32_ms, int8_ms) = (
+        trial["f32_ms"].as_f64().unwrap(),
+        trial["int8_ms"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        chosen == "int8",
+        int8_ms < f32_ms,
+        "the faster pair is kept: {trial}"
+    );
+    assert!(
+        (1..=7).contains(&trial["runs"].as_u64().unwrap()),
+        "{trial}"
+    );
+
+    // One detections message per frame, with the module count `detect` finds
+    // with the same pair.
+    let expected = expected_counts(&frames, chosen);
     let detections: Vec<Value> = sub.on_topic(&t("detections")).iter().map(json).collect();
     assert_eq!(detections.len(), 5);
     for d in &detections {

@@ -99,11 +99,7 @@ fn preprocessing_matches_the_python_reference() {
 /// precision 0.89-0.91; the annotations count modules cut by the frame edge
 /// too): a regression of the model or of the Rust pipeline fails here.
 fn detection_quality(precision: Precision) -> pvtherm::eval::EvalReport {
-    let mut stack = ModelStack::load(&ModelConfig {
-        precision,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut stack = ModelStack::load(&ModelConfig::default().with_precision(precision)).unwrap();
     let mut tally = Tally::default();
     for stem in ["001R", "030R", "070R", "20180630_154039", "20180630_154531"] {
         let frame =

@@ -19,7 +19,7 @@ use pvtherm::analysis::AnalysisConfig;
 use pvtherm::inspect::Inspector;
 use pvtherm::messages::MessageBuilder;
 use pvtherm::messages::OutputConfig;
-use pvtherm::model::{ModelConfig, ModelStack, Precision};
+use pvtherm::model::{trial, ModelConfig, ModelStack, Precision, PrecisionChoice};
 use pvtherm::publish::{Identity, Outbox, OutboxConfig, Outgoing, Synchronous};
 use pvtherm::render::{RenderOptions, Renderer};
 
@@ -67,7 +67,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let precisions = if args.both {
         vec![Precision::Int8, Precision::F32]
     } else {
-        vec![args.model.to_config().precision]
+        vec![args.model.to_config().pair()]
     };
     let mut rows = Vec::new();
     let n = args.iterations;
@@ -80,11 +80,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         pvtherm::imageio::load_frame(&args.image, 0).map(drop)
     })?);
     for precision in precisions {
-        let config = ModelConfig {
-            precision,
-            ..args.model.to_config()
-        };
-        let name = precision_name(precision);
+        let config = args.model.to_config().with_precision(precision);
+        let name = precision.name();
         let start = Instant::now();
         let mut stack = ModelStack::load(&config)?;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -170,6 +167,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         print_table(&args, &frame, &rows);
     }
+    if args.both {
+        // What the daemon's own start-up trial picks (on its built-in sample
+        // frame, within its time budget), next to the rows above.
+        let auto = ModelConfig {
+            precision: PrecisionChoice::Auto,
+            ..args.model.to_config()
+        };
+        let sample = pvtherm::imageio::sample_frame()?;
+        match trial::load_fastest(&auto, &sample, trial::TRIAL_BUDGET)?.1 {
+            Some(t) => eprintln!("{t}"),
+            None => {
+                eprintln!("`precision = \"auto\"` has nothing to choose: a model file is named")
+            }
+        }
+    }
     Ok(())
 }
 
@@ -196,17 +208,10 @@ fn time_outbox(
         Ok(())
     });
     drop(outbox);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-reserve"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     result
-}
-
-fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::Int8 => "int8",
-        Precision::F32 => "f32",
-    }
 }
 
 /// Runs `f` twice untimed (caches, lazy allocations), then `n` times timed.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use pvtherm::model::{ModelConfig, Precision};
+use pvtherm::model::{ModelConfig, PrecisionChoice};
 
 /// Model choice shared by `detect` and `eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,7 +24,9 @@ pub struct ModelArgs {
     /// Defect classifier ONNX file (default: the built-in classifier).
     #[arg(long, value_name = "PATH")]
     pub classifier: Option<PathBuf>,
-    /// Which built-in models to use [default: f32, or the config file's].
+    /// Which built-in models to use; `auto` times both pairs in the daemon
+    /// and `serve` and is f32 in one-shot commands [default: auto, or the
+    /// config file's].
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Model input size WIDTHxHEIGHT, multiples of 16 [default: 640x512, or
@@ -60,6 +62,7 @@ pub struct ModelArgs {
 /// `--precision` values.
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum PrecisionArg {
+    Auto,
     Int8,
     F32,
 }
@@ -78,8 +81,9 @@ impl ModelArgs {
             .unwrap_or((base.input_width, base.input_height));
         ModelConfig {
             precision: match self.precision {
-                Some(PrecisionArg::Int8) => Precision::Int8,
-                Some(PrecisionArg::F32) => Precision::F32,
+                Some(PrecisionArg::Auto) => PrecisionChoice::Auto,
+                Some(PrecisionArg::Int8) => PrecisionChoice::Int8,
+                Some(PrecisionArg::F32) => PrecisionChoice::F32,
                 None => base.precision,
             },
             detector: self.detector.clone().or(base.detector),

@@ -16,6 +16,7 @@ pub mod detector;
 pub mod onnx;
 mod onnx_ops;
 pub mod preprocess;
+pub mod trial;
 pub mod types;
 
 use std::path::PathBuf;
@@ -30,17 +31,63 @@ pub use types::{Decision, DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
 
 use crate::frame::Frame;
 
-/// Which of the built-in model pairs to use.
+/// One of the two built-in model pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Quantised models (per-tensor QLinearConv): 3x smaller. In tract 0.23 on
-    /// x86-64 without VNNI they run slower than f32 (BENCHMARKS.md); measure on
-    /// the target box before choosing them.
+    /// Quantised models (per-tensor QLinearConv): 3x smaller; faster than f32
+    /// where tract has a fast int8 kernel for the CPU (VNNI, AMX, arm64 dot
+    /// product), slower elsewhere (BENCHMARKS.md).
     Int8,
-    /// Float models: the accuracy reference, and the faster pair on x86-64.
+    /// Float models: the accuracy reference.
     #[default]
     F32,
+}
+
+impl Precision {
+    /// The name used in the config, on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
+/// `[model] precision`: a built-in pair, or `auto`, which times both pairs at
+/// start-up and keeps the faster one on this box ([`trial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// The daemon and `serve` time both pairs at start-up ([`trial::load_fastest`]);
+    /// one-shot loads (`detect`, `eval`) use f32, the accuracy reference, so
+    /// that their results do not depend on which pair a box runs faster.
+    #[default]
+    Auto,
+    /// Always the int8 pair.
+    Int8,
+    /// Always the f32 pair.
+    F32,
+}
+
+impl PrecisionChoice {
+    /// The pair this choice names, `None` for `auto`.
+    pub fn fixed(self) -> Option<Precision> {
+        match self {
+            PrecisionChoice::Auto => None,
+            PrecisionChoice::Int8 => Some(Precision::Int8),
+            PrecisionChoice::F32 => Some(Precision::F32),
+        }
+    }
+}
+
+impl From<Precision> for PrecisionChoice {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Int8 => PrecisionChoice::Int8,
+            Precision::F32 => PrecisionChoice::F32,
+        }
+    }
 }
 
 /// `[model] input_scale`: the size the detector sees each frame at.
@@ -111,8 +158,8 @@ impl std::str::FromStr for InputScale {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Built-in model pair to use when no file is named.
-    pub precision: Precision,
+    /// Built-in model pair to use when no file is named, or `auto`.
+    pub precision: PrecisionChoice,
     /// Detector ONNX file; unset = the built-in detector of `precision`.
     pub detector: Option<PathBuf>,
     /// Classifier ONNX file; unset = the built-in classifier of `precision`.
@@ -153,7 +200,7 @@ pub const MAX_THREADS: usize = if cfg!(feature = "threads") { 64 } else { 1 };
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            precision: Precision::F32,
+            precision: PrecisionChoice::Auto,
             detector: None,
             classifier: None,
             input_width: 640,
@@ -265,11 +312,26 @@ impl ModelConfig {
         (side(width), side(height))
     }
 
+    /// The built-in pair a plain [`ModelStack::load`] uses: the one named,
+    /// f32 for `auto` (see [`PrecisionChoice::Auto`]).
+    pub fn pair(&self) -> Precision {
+        self.precision.fixed().unwrap_or(Precision::F32)
+    }
+
+    /// This section with `precision` fixed to `p` (what `auto` chose, for a
+    /// second model instance that must not time the pairs again).
+    pub fn with_precision(&self, p: Precision) -> ModelConfig {
+        ModelConfig {
+            precision: p.into(),
+            ..self.clone()
+        }
+    }
+
     /// The detector to load.
     pub fn detector_source(&self) -> ModelSource {
         match &self.detector {
             Some(p) => ModelSource::File(p.clone()),
-            None => builtin::detector(self.precision),
+            None => builtin::detector(self.pair()),
         }
     }
 
@@ -277,7 +339,7 @@ impl ModelConfig {
     pub fn classifier_source(&self) -> ModelSource {
         match &self.classifier {
             Some(p) => ModelSource::File(p.clone()),
-            None => builtin::classifier(self.precision),
+            None => builtin::classifier(self.pair()),
         }
     }
 }

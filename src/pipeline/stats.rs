@@ -10,6 +10,7 @@ use crate::lock::IgnorePoison;
 use crate::messages::{
     to_json, BrokerStats, LatencyStats, ModelInfo, StatsMessage, SCHEMA_VERSION,
 };
+use crate::model::trial::PrecisionTrial;
 use crate::publish::{Identity, MessageClass, Outgoing, Publisher};
 
 /// Counters shared by the pipeline's threads and read by the stats message.
@@ -89,6 +90,8 @@ impl PipelineStats {
 pub(crate) struct StatsReporter {
     identity: Identity,
     model: ModelInfo,
+    /// What `precision = "auto"` chose at start-up, repeated in every message.
+    precision_trial: Option<PrecisionTrial>,
     stats: Arc<PipelineStats>,
     queue: Arc<FrameQueue>,
     publisher: Publisher,
@@ -103,6 +106,7 @@ impl StatsReporter {
     pub(crate) fn new(
         identity: Identity,
         model: ModelInfo,
+        precision_trial: Option<PrecisionTrial>,
         stats: Arc<PipelineStats>,
         queue: Arc<FrameQueue>,
         publisher: Publisher,
@@ -112,6 +116,7 @@ impl StatsReporter {
         Self {
             identity,
             model,
+            precision_trial,
             stats,
             queue,
             publisher,
@@ -166,6 +171,7 @@ impl StatsReporter {
             defects_today: stats.defects_today(),
             detecting: self.switches.detecting(),
             broker: BrokerStats::from(&self.publisher.stats()),
+            precision_trial: self.precision_trial.clone(),
         };
         Outgoing::new(MessageClass::Stats, "stats", to_json(&msg))
     }

@@ -73,8 +73,13 @@ impl WebServer {
         let mut analysis = setup.analysis;
         analysis.tracking.min_frames = 1;
         let fixed_position = fixed_position(&analysis.position);
-        let inspector = Inspector::new(&setup.model, analysis)
+        // `serve` with `precision = "auto"` times the pairs here; the daemon
+        // passes the pair its own trial chose.
+        let (inspector, trial) = Inspector::load_fastest(&setup.model, analysis)
             .context("cannot load the models for the uploads")?;
+        if let Some(trial) = trial {
+            log::info!("uploads: {trial}");
+        }
         let queue = AnalysisQueue::start(
             inspector,
             AnalysisSetup {

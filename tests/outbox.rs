@@ -6,7 +6,7 @@
 //!
 //! Two ways to fill it: the page bound that `[outbox] max_bytes` sets (runs for
 //! anyone), and a real 4 MiB tmpfs (needs root for the mount; skipped
-//! otherwise).
+//! otherwise). On both, new defects replace older detections: none is lost.
 
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
@@ -16,8 +16,10 @@ mod publisher;
 use mosquitto::{Mosquitto, MosquittoOptions, Subscriber};
 use publisher::Running;
 use pvtherm::publish::outbox::files_size;
-use pvtherm::publish::{MessageClass, MqttConfig, OutboxConfig, Outgoing, Synchronous};
-use std::collections::HashMap;
+use pvtherm::publish::{
+    MessageClass, MqttConfig, Outbox, OutboxConfig, Outgoing, PublisherStats, Synchronous,
+};
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -90,10 +92,37 @@ fn wait_for(timeout: Duration, done: impl Fn() -> bool) -> bool {
 
 /// What one fill-outage-recover run saw.
 struct Outcome {
+    /// The publisher's stats at the end of the outage.
+    full: PublisherStats,
     /// The outbox files at the end of the outage.
     full_size: u64,
     /// The outbox files after the backlog drained.
     drained_size: u64,
+    /// The sequence numbers delivered (each once).
+    delivered: HashSet<usize>,
+}
+
+impl Outcome {
+    /// Asserts that every defect of the `count` messages sent during the outage
+    /// was stored and delivered: when full, older detections made room for them.
+    fn every_defect_delivered(&self, count: usize) {
+        assert_eq!(
+            self.full.unstored.get(MessageClass::Defect),
+            0,
+            "{:?}",
+            self.full
+        );
+        let lost: Vec<usize> = (0..count)
+            .step_by(10)
+            .filter(|seq| !self.delivered.contains(seq))
+            .collect();
+        assert!(lost.is_empty(), "defects not delivered: {lost:?}");
+        assert!(
+            self.full.dropped.get(MessageClass::Detections) > 0,
+            "{:?}",
+            self.full
+        );
+    }
 }
 
 /// Broker down, `count` messages of `len` bytes into `outbox`, then `make_room`
@@ -192,9 +221,15 @@ fn fill_then_recover(
     eprintln!("{device}: drained: {done:?}, files {drained_size} bytes, {twice} twice");
     assert!(!run.task.is_finished(), "the publisher stopped on its own");
     run.shutdown().expect("publisher shutdown failed");
+    let delivered = times
+        .keys()
+        .map(|k| std::str::from_utf8(k).unwrap().parse().unwrap())
+        .collect();
     Outcome {
+        full,
         full_size,
         drained_size,
+        delivered,
     }
 }
 
@@ -209,6 +244,7 @@ fn page_bound_full_outbox_evicts_counts_and_shrinks_after_draining() {
     };
     // 12 MB of messages into 8 MiB.
     let out = fill_then_recover(outbox.clone(), "full-pages", 1500, 8000, || {});
+    out.every_defect_delivered(1500);
     assert!(out.full_size <= outbox.max_bytes, "{} bytes", out.full_size);
     assert!(
         out.drained_size < out.full_size / 4,
@@ -235,8 +271,122 @@ fn full_file_system_keeps_running_counts_and_recovers() {
         path: fs.dir.path().join("outbox.sqlite"),
         ..OutboxConfig::default()
     };
-    // 8 MB of messages onto a 4 MiB file system.
-    fill_then_recover(outbox, "full-fs", 2000, 4000, || {
+    // 8 MB of messages onto a 4 MiB file system: with the reserve released,
+    // every new message replaces an older one instead of being lost.
+    let out = fill_then_recover(outbox, "full-fs", 2000, 4000, || {
         std::fs::remove_file(&filler).unwrap();
     });
+    out.every_defect_delivered(2000);
+    assert_eq!(out.full.unstored.total(), 0, "{:?}", out.full);
+}
+
+/// The reserve beside the outbox database.
+fn reserve_of(outbox: &OutboxConfig) -> std::path::PathBuf {
+    let mut p = outbox.path.as_os_str().to_owned();
+    p.push("-reserve");
+    p.into()
+}
+
+/// A message of `class` numbered `seq`, 4000 bytes.
+fn of_class(class: MessageClass, seq: usize) -> Outgoing {
+    let mut payload = format!("{seq:06} ").into_bytes();
+    payload.resize(4000, b'.');
+    Outgoing::new(class, "t", payload)
+}
+
+/// Pushes one message and asserts it was stored.
+fn store(ob: &mut Outbox, m: Outgoing) {
+    let ids = ob.push_all([&m]).unwrap();
+    assert_eq!(
+        ids.len(),
+        1,
+        "not stored: {:?} {:?}",
+        ob.unstored(),
+        ob.write_error()
+    );
+}
+
+#[test]
+fn truly_full_file_system_new_defects_replace_old_detections() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let Some(fs) = Tmpfs::mount(4 << 20) else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let filler = fs.dir.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
+    // max_bytes (256 MiB) far above the file system: the file system is what fills.
+    let cfg = OutboxConfig {
+        path: fs.dir.path().join("outbox.sqlite"),
+        ..OutboxConfig::default()
+    };
+    let mut ob = Outbox::open(&cfg).unwrap();
+    let reserve = reserve_of(&cfg);
+    let reserve_bytes = std::fs::metadata(&reserve).unwrap().len();
+    assert!(reserve_bytes > 1 << 20, "{reserve_bytes}");
+    assert_eq!(ob.write_error(), None);
+
+    // Detections until the file system is full and the first ones are evicted:
+    // every one is stored.
+    let mut seq = 0;
+    while ob.dropped().total() == 0 {
+        assert!(seq < 2000, "4 MiB never filled: {:?}", ob.write_error());
+        store(&mut ob, of_class(MessageClass::Detections, seq));
+        seq += 1;
+    }
+    let detections = seq;
+    eprintln!(
+        "full after {detections} detections: depth {}, files {} bytes",
+        ob.depth(),
+        files_size(&cfg.path)
+    );
+    assert!(!reserve.exists(), "the reserve was not released");
+    let health = ob.write_error().expect("a full file system in the health");
+    assert!(health.contains("file system is full"), "{health}");
+
+    // 200 defects (800 kB) on the full file system: each replaces the oldest
+    // detection.
+    let dropped_before = ob.dropped().get(MessageClass::Detections);
+    for n in 0..200 {
+        store(&mut ob, of_class(MessageClass::Defect, 100_000 + n));
+    }
+    assert_eq!(ob.unstored().total(), 0);
+    assert_eq!(ob.dropped().get(MessageClass::Defect), 0);
+    assert!(ob.dropped().get(MessageClass::Detections) >= dropped_before + 150);
+    let rows = ob.fetch_after(0, 10_000).unwrap();
+    assert_eq!(rows.len() as u64, ob.depth());
+    let seqs: Vec<usize> = rows
+        .iter()
+        .map(|r| {
+            std::str::from_utf8(&r.message.payload[..6])
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let defects: Vec<usize> = seqs.iter().copied().filter(|&s| s >= 100_000).collect();
+    assert_eq!(defects, (100_000..100_200).collect::<Vec<_>>());
+    // The detections left are the newest ones, in order.
+    let kept: Vec<usize> = seqs.iter().copied().filter(|&s| s < 100_000).collect();
+    let first = detections - kept.len();
+    assert_eq!(kept, (first..detections).collect::<Vec<_>>());
+    eprintln!(
+        "200 defects stored, {} detections left of {detections}, files {} bytes",
+        kept.len(),
+        files_size(&cfg.path)
+    );
+
+    // Space returns: the next write makes the reserve again and clears the health.
+    std::fs::remove_file(&filler).unwrap();
+    store(&mut ob, of_class(MessageClass::Defect, 100_200));
+    assert_eq!(ob.write_error(), None);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), reserve_bytes);
+    let depth = ob.depth();
+    drop(ob);
+    // What was stored stays: a reopened outbox has every row.
+    let ob = Outbox::open(&cfg).unwrap();
+    assert_eq!(ob.depth(), depth);
 }

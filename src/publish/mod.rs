@@ -47,6 +47,7 @@ mod link;
 pub mod mqtt;
 pub mod outbox;
 mod publisher;
+mod reserve;
 mod stamp;
 
 pub use broker::{start_broker, BrokerConfig, BrokerHandle};

@@ -10,20 +10,35 @@
 //!
 //! # A full or failing disk
 //!
-//! The files (database and write-ahead log) stay within `max_bytes`: SQLite's
-//! `max_page_count` bounds the database, `journal_size_limit` and the checkpoint
-//! interval bound the log, so a full outbox and a full file system take the same
-//! path. When a batch cannot be written, older rows are evicted in the documented
-//! order to make room and the batch is tried again; what still cannot be stored is
-//! counted per class ([`Outbox::unstored`]) and the write error is kept as the
-//! outbox's health ([`Outbox::write_error`]), logged once when it starts and once
-//! when it ends. Nothing already on disk is given up, and nothing here stops the
-//! daemon: it recovers by itself when space returns.
+//! The files (database, write-ahead log and the reserve below) stay within
+//! `max_bytes`: SQLite's `max_page_count` bounds the database, `journal_size_limit`
+//! and the checkpoint interval bound the log, so a full outbox and a full file
+//! system take the same path. When a batch cannot be written, older rows are
+//! evicted in the documented order to make room and the batch is tried again; what
+//! still cannot be stored is counted per class ([`Outbox::unstored`]) and the write
+//! error is kept as the outbox's health ([`Outbox::write_error`]), logged once when
+//! it starts and once when it ends. Nothing already on disk is given up, and
+//! nothing here stops the daemon: it recovers by itself when space returns.
+//!
+//! On a file system that is truly full, evicting needs space too: the deletes go
+//! to the write-ahead log first, and the checkpoint that lets the log start over
+//! has to grow the database by the pages the log still holds. So the outbox keeps
+//! a preallocated reserve file beside the database (`<file>-reserve`, see
+//! [`Layout`] for its size). When a write fails with `SQLITE_FULL` and the page
+//! bound is not what is full, it deletes the reserve, checkpoints into the space
+//! that gives, holds the database at the pages it has now (so from here on the
+//! page bound, not the file system, says "full"), evicts by priority, checkpoints
+//! again and stores the batch. New messages then keep replacing older ones of
+//! lower priority. After each write that succeeds it tries to make the reserve
+//! again; once that works, space has returned and the database may grow to its
+//! bound again. Both changes are logged once, and while the reserve is used up
+//! [`Outbox::write_error`] says so.
 //!
 //! A delivered row whose delete cannot be committed is remembered in memory, left
 //! out of every fetch and deleted by the next write that succeeds, so a failing
 //! delete never sends an acknowledged message again while the process runs.
 
+use super::reserve::{self, Reserve};
 use super::{ClassCounts, MessageClass, Outgoing};
 use crate::config_value::duration;
 use crate::config_value::{duration_in_range, in_range};
@@ -56,6 +71,19 @@ const MAX_ROOM_ROUNDS: u32 = 6;
 /// to grow by as much to be checkpointed at all.
 const MAX_CHECKPOINT_PAGES: u64 = 256;
 
+/// Bytes a write-ahead log frame adds to the page it holds (SQLite's frame header).
+const WAL_FRAME_HEADER: u64 = 24;
+
+/// Log frames one eviction transaction and the retried batch need on top of a
+/// checkpoint: the table and index leaf pages of the evicted rows and their
+/// parents, the freelist trunk, pointer-map pages and page 1. A batch is a few
+/// messages, so 64 frames leave room to spare.
+const EVICTION_FRAMES: u64 = 64;
+
+/// Health text while the reserve is used up (see the module docs).
+const RESERVE_IN_USE: &str = "its file system is full: the outbox reserve is used up, \
+     so new messages replace older ones by the eviction order (free space on it)";
+
 /// The `[outbox]` config section: where the durable queue lives and how big it may grow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,7 +92,8 @@ pub struct OutboxConfig {
     /// `/var/lib/pvtherm/outbox.sqlite`. The parent directory is created if missing.
     pub path: PathBuf,
     /// Upper bound on stored messages in bytes (payload + topic + 64 bytes per row),
-    /// and on the files on disk (database plus write-ahead log; at least 256 KiB).
+    /// and on the files on disk (database, write-ahead log and the reserve for a
+    /// full file system; at least 256 KiB).
     /// When a new message does not fit, the oldest detections are dropped first, then
     /// snapshots, and defects only when nothing else is left. Default 256 MiB.
     pub max_bytes: u64,
@@ -155,6 +184,48 @@ pub struct Outbox {
     write_error: Option<String>,
     /// Delivered rows whose delete is not committed yet (see the module docs).
     acked: BTreeSet<i64>,
+    /// Space held back for evicting on a truly full file system (module docs).
+    reserve: Reserve,
+    /// The database's page bound from `max_bytes`, restored when the reserve is
+    /// back.
+    db_pages: u64,
+}
+
+/// How `max_bytes` is split between the files, so that together they stay within
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// The write-ahead log: an eighth of `max_bytes` (truncated back to that after
+    /// each checkpoint).
+    wal: u64,
+    /// Pages the log collects before a checkpoint: half the log, within
+    /// 8..=[`MAX_CHECKPOINT_PAGES`].
+    checkpoint_pages: u64,
+    /// The reserve file: what releasing it must make possible on a full file
+    /// system, namely one checkpoint (growing the database by up to
+    /// `checkpoint_pages` pages that are only in the log) and then one eviction
+    /// with its retried batch ([`EVICTION_FRAMES`]), counted as log frames. That is
+    /// 1.26 MiB with 4 KiB pages; at most an eighth of `max_bytes`.
+    reserve: u64,
+    /// The database's page bound: what is left.
+    db_pages: u64,
+}
+
+impl Layout {
+    /// The split for `max_bytes` with pages of `page` bytes.
+    fn new(max_bytes: u64, page: u64) -> Layout {
+        let wal = max_bytes / 8;
+        let checkpoint_pages = (wal / page / 2).clamp(8, MAX_CHECKPOINT_PAGES);
+        let reserve =
+            ((checkpoint_pages + EVICTION_FRAMES) * (page + WAL_FRAME_HEADER)).min(max_bytes / 8);
+        let db_pages = (max_bytes.saturating_sub(wal + reserve) / page).max(MIN_DB_PAGES);
+        Layout {
+            wal,
+            checkpoint_pages,
+            reserve,
+            db_pages,
+        }
+    }
 }
 
 /// Classes the outbox sacrifices when full, in this order; anything else is dropped
@@ -195,6 +266,8 @@ impl Outbox {
                 return Err(e).with_context(|| format!("cannot open outbox {}", path.display()))
             }
         };
+        let layout = bound_files(&conn, config.max_bytes)
+            .with_context(|| format!("cannot bound outbox {}", path.display()))?;
         let (depth, bytes): (i64, i64) = conn
             .query_row(
                 "SELECT count(*), coalesce(sum(size), 0) FROM outbox",
@@ -214,8 +287,19 @@ impl Outbox {
             unstored: ClassCounts::default(),
             write_error: None,
             acked: BTreeSet::new(),
+            reserve: Reserve::new(&config.path, layout.reserve),
+            db_pages: layout.db_pages,
         };
-        outbox.bound_files()?;
+        if let Err(e) = outbox.reserve.acquire() {
+            log::warn!(
+                "outbox {}: cannot make its {} byte reserve {} ({e}); holding the \
+                 database at its present size until there is room for it",
+                outbox.path.display(),
+                layout.reserve,
+                outbox.reserve.path().display()
+            );
+            outbox.hold_database_size()?;
+        }
         if outbox.depth > 0 {
             log::info!(
                 "outbox {}: {} messages ({} bytes) waiting from a previous run",
@@ -256,39 +340,111 @@ impl Outbox {
         self.unstored
     }
 
-    /// Why the outbox cannot be written right now; `None` while it can. While it is
-    /// set, [`Outbox::depth`] still counts the rows on disk.
+    /// Why the outbox cannot be written right now, or that its file system is full
+    /// and new messages replace older ones (the reserve is used up); `None` while
+    /// all is well. While it is set, [`Outbox::depth`] still counts the rows on
+    /// disk.
     pub fn write_error(&self) -> Option<&str> {
-        self.write_error.as_deref()
+        self.write_error
+            .as_deref()
+            .or((!self.reserve.is_held()).then_some(RESERVE_IN_USE))
     }
 
-    /// Sets SQLite's bounds so that database and write-ahead log together stay
-    /// within `max_bytes`: an eighth for the log (truncated back to that after each
-    /// checkpoint, checkpointed at half of it or [`MAX_CHECKPOINT_PAGES`]), the rest
-    /// for the database pages.
-    fn bound_files(&self) -> Result<()> {
-        let page: u64 = self
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
-            .max(512) as u64;
-        let wal = self.max_bytes / 8;
-        let db_pages = (self.max_bytes.saturating_sub(wal) / page).max(MIN_DB_PAGES);
-        let checkpoint_pages = (wal / page / 2).clamp(8, MAX_CHECKPOINT_PAGES);
-        self.conn
-            .query_row(&format!("PRAGMA max_page_count = {db_pages}"), [], |_| {
-                Ok(())
-            })?;
-        self.conn.query_row(
-            &format!("PRAGMA journal_size_limit = {wal}"),
-            [],
-            |_| Ok(()),
-        )?;
-        self.conn.query_row(
-            &format!("PRAGMA wal_autocheckpoint = {checkpoint_pages}"),
-            [],
-            |_| Ok(()),
-        )?;
-        Ok(())
+    /// Sets the database's page bound (see [`set_max_pages`]).
+    fn set_max_pages(&self, pages: u64) -> Result<()> {
+        set_max_pages(&self.conn, pages)
+            .with_context(|| format!("cannot bound outbox {}", self.path.display()))
+    }
+
+    /// Bounds the database at the pages it has now: while its file system is full,
+    /// the page bound then says "full" before SQLite needs the file to grow, and
+    /// eviction makes room inside the file.
+    fn hold_database_size(&self) -> Result<()> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        self.set_max_pages(pages.max(1) as u64)
+    }
+
+    /// Whether a write of about `want` bytes is refused by the page bound rather
+    /// than by the file system: the database is within that much (plus an
+    /// eviction) of its bound.
+    fn at_page_bound(&self, want: u64) -> Result<bool> {
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))?.max(0) as u64)
+        };
+        let (pages, max, page) = (
+            count("PRAGMA page_count")?,
+            count("PRAGMA max_page_count")?,
+            count("PRAGMA page_size")?.max(512),
+        );
+        Ok(pages + want.div_ceil(page) + EVICTION_FRAMES >= max)
+    }
+
+    /// Gives the reserve's space to the database (see the module docs): deletes
+    /// it, checkpoints into the freed space and holds the database at its size.
+    /// Returns false when the reserve was already used up.
+    fn release_reserve(&mut self) -> bool {
+        if !self.reserve.release() {
+            return false;
+        }
+        let checkpoint = self.let_log_start_over();
+        let held = self.hold_database_size();
+        log::warn!(
+            "outbox {}: its file system is full; released the {} byte reserve and holds \
+             the database at its size{}{} — new messages replace older ones by the \
+             eviction order until there is room for the reserve again",
+            self.path.display(),
+            self.reserve.bytes(),
+            checkpoint
+                .err()
+                .map(|e| format!(" (the checkpoint still failed: {e:#})"))
+                .unwrap_or_default(),
+            held.err()
+                .map(|e| format!(" (could not bound it: {e:#})"))
+                .unwrap_or_default(),
+        );
+        true
+    }
+
+    /// After a write that succeeded while the reserve is used up: makes it again
+    /// if the file system has room now, and lets the database grow to its bound.
+    fn restore_reserve(&mut self) {
+        if self.reserve.is_held() || self.reserve.acquire().is_err() {
+            return;
+        }
+        match self.set_max_pages(self.db_pages) {
+            Ok(()) => log::warn!(
+                "outbox {}: space returned on its file system; the {} byte reserve is \
+                 back and the database may grow to [outbox] max_bytes again",
+                self.path.display(),
+                self.reserve.bytes()
+            ),
+            Err(e) => log::warn!(
+                "outbox {}: the reserve is back, but the database stays at its size: {e:#}",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Makes room for about `want` bytes after a write failed with `SQLITE_FULL`:
+    /// releases the reserve when the file system (not the page bound) is full or
+    /// when a checkpoint or the eviction needs space, evicts by the eviction order
+    /// and checkpoints, so the log starts over for the retried write. Returns the
+    /// bytes freed (0: nothing left to evict).
+    fn make_room(&mut self, want: u64) -> Result<u64> {
+        if self.reserve.is_held() && !self.at_page_bound(want)? {
+            self.release_reserve();
+        }
+        if let Err(e) = self.let_log_start_over() {
+            if is_full(&e) && self.release_reserve() {
+                let _ = self.let_log_start_over();
+            }
+        }
+        let freed = match self.evict_for_room(want) {
+            Err(e) if is_full(&e) && self.release_reserve() => self.evict_for_room(want),
+            other => other,
+        }?;
+        let _ = self.let_log_start_over();
+        Ok(freed)
     }
 
     /// Stores messages in one transaction (one fsync), evicting older ones first if
@@ -328,7 +484,7 @@ impl Outbox {
             }
             // Full: make room by the eviction order, twice as much each round
             // (free space inside pages is fragmented), and try again.
-            match self.evict_for_room(need << round) {
+            match self.make_room(need << round) {
                 Ok(0) | Err(_) => break error,
                 Ok(_) => round += 1,
             }
@@ -385,7 +541,6 @@ impl Outbox {
     /// Evicts rows by the eviction order until at least `want` accounted bytes are
     /// freed, in one transaction. Returns the bytes freed (0: nothing left to evict).
     fn evict_for_room(&mut self, want: u64) -> Result<u64> {
-        self.let_log_start_over();
         let tx = self.conn.transaction()?;
         delete_acked(&tx, &self.acked)?;
         let (mut depth, mut bytes, mut dropped) = (self.depth, self.bytes, self.dropped);
@@ -418,8 +573,10 @@ impl Outbox {
         }
     }
 
-    /// A write succeeded: ends a write-error state (logged once).
+    /// A write succeeded: ends a write-error state (logged once) and makes the
+    /// reserve again if it was used up and there is room now.
     fn wrote(&mut self) {
+        self.restore_reserve();
         if let Some(error) = self.write_error.take() {
             log::warn!(
                 "outbox {} is writable again after: {error}; {} message(s) could not be \
@@ -512,10 +669,12 @@ impl Outbox {
         self.set_synchronous(self.synchronous)?;
         match deleted {
             Ok(()) => {
-                self.wrote();
+                // Compacting first: what it gives back may be the room the
+                // reserve needs.
                 if self.depth == 0 {
                     self.compact();
                 }
+                self.wrote();
             }
             Err(e) => self.write_failed(&e, "delete delivered messages"),
         }
@@ -527,7 +686,9 @@ impl Outbox {
     fn delete_acked_now(&mut self) -> Result<()> {
         match self.delete_acked_once() {
             Err(e) if is_full(&e) => {
-                self.let_log_start_over();
+                if self.let_log_start_over().is_err() {
+                    self.release_reserve();
+                }
                 self.delete_acked_once()
             }
             other => other,
@@ -545,12 +706,12 @@ impl Outbox {
     }
 
     /// Checkpoints so that the write-ahead log starts over from its beginning
-    /// instead of growing: a delete needs log space too. On a full disk the
-    /// checkpoint itself may fail; the write that follows then reports it.
-    fn let_log_start_over(&self) {
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    /// instead of growing: a delete needs log space too. On a full file system the
+    /// checkpoint itself may fail (`SQLITE_FULL`: the database cannot grow by the
+    /// pages only the log holds), which is the caller's cue to release the reserve.
+    fn let_log_start_over(&self) -> Result<()> {
+        step_to_end(&self.conn, "PRAGMA wal_checkpoint(PASSIVE)")
+            .with_context(|| format!("cannot checkpoint outbox {}", self.path.display()))
     }
 
     /// Gives the pages of delivered rows back to the file system once there are
@@ -654,17 +815,42 @@ impl Outbox {
     }
 }
 
-/// Bytes the outbox at `path` takes on disk: the database and its write-ahead
-/// log (what [`OutboxConfig::max_bytes`] bounds).
+/// Bytes the outbox at `path` takes on disk: the database, its write-ahead log
+/// and its reserve (what [`OutboxConfig::max_bytes`] bounds).
 pub fn files_size(path: &Path) -> u64 {
-    ["", "-wal"]
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [path.to_owned(), PathBuf::from(wal), reserve::path_for(path)]
         .iter()
-        .map(|ext| {
-            let mut p = path.as_os_str().to_owned();
-            p.push(ext);
-            std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
-        })
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum()
+}
+
+/// Sets SQLite's bounds by the [`Layout`] of `max_bytes`, so that database,
+/// write-ahead log and reserve together stay within it. Returns the layout.
+fn bound_files(conn: &Connection, max_bytes: u64) -> Result<Layout> {
+    let page = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
+        .max(512) as u64;
+    let layout = Layout::new(max_bytes, page);
+    set_max_pages(conn, layout.db_pages)?;
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {}", layout.wal),
+        [],
+        |_| Ok(()),
+    )?;
+    conn.query_row(
+        &format!("PRAGMA wal_autocheckpoint = {}", layout.checkpoint_pages),
+        [],
+        |_| Ok(()),
+    )?;
+    Ok(layout)
+}
+
+/// Sets the database's page bound (SQLite keeps it at least at the pages in use).
+fn set_max_pages(conn: &Connection, pages: u64) -> Result<()> {
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    Ok(())
 }
 
 /// Opens the file, sets WAL + synchronous, checks integrity quickly and creates the
@@ -1012,16 +1198,32 @@ mod tests {
                 .collect();
             ids.extend(ob.push_all(&batch).unwrap());
         }
-        let full = files_size(&cfg.path);
+        // The reserve keeps its size: what shrinks is database and log.
+        let reserve = ob.reserve.bytes();
+        assert!(ob.reserve.is_held());
+        let full = files_size(&cfg.path) - reserve;
         assert!(full > 4_000_000, "{full}");
         for id in ids {
             assert!(ob.remove(id).unwrap());
         }
         assert_eq!(ob.depth(), 0);
-        let drained = files_size(&cfg.path);
+        let drained = files_size(&cfg.path) - reserve;
         assert!(drained < full / 8, "{full} bytes before, {drained} after");
         drop(ob);
         assert_eq!(Outbox::open(&cfg).unwrap().depth(), 0);
+    }
+
+    #[test]
+    fn layout_keeps_the_files_within_max_bytes() {
+        for max in [512 << 10, 8 << 20, 256 << 20, 1 << 40] {
+            let l = Layout::new(max, 4096);
+            assert!(l.wal + l.reserve + l.db_pages * 4096 <= max, "{max}: {l:?}");
+            assert!(l.reserve <= max / 8, "{max}: {l:?}");
+        }
+        // The default: one full checkpoint interval plus an eviction, as log frames.
+        let l = Layout::new(OutboxConfig::default().max_bytes, 4096);
+        assert_eq!(l.checkpoint_pages, MAX_CHECKPOINT_PAGES);
+        assert_eq!(l.reserve, (256 + EVICTION_FRAMES) * 4120);
     }
 
     #[test]

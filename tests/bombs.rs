@@ -66,3 +66,62 @@ fn a_png_claiming_400_mpx_is_refused_with_the_limit_and_little_memory() {
     let peak = children_peak_rss_mib();
     assert!(peak < 300.0, "peak RSS {peak:.0} MiB");
 }
+
+/// Peak resident set of this test process so far, in MiB (`VmHWM`).
+fn own_peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// The fixture FFF with its RawData record claiming `width` x `height`.
+fn fff_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut fff = std::fs::read("tests/fixtures/fff/frame_000000_le.fff").unwrap();
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let (dir, count) = (u32_at(&fff, 0x18) as usize, u32_at(&fff, 0x1c) as usize);
+    let raw = (0..count)
+        .map(|i| dir + i * 0x20)
+        .find(|&e| u16::from_le_bytes([fff[e], fff[e + 1]]) == 1)
+        .map(|e| u32_at(&fff, e + 0x0c) as usize)
+        .expect("the fixture has a RawData record");
+    fff[raw + 2..raw + 4].copy_from_slice(&width.to_le_bytes());
+    fff[raw + 4..raw + 6].copy_from_slice(&height.to_le_bytes());
+    fff
+}
+
+/// The formats pvtherm reads without the image crate take the frame size
+/// from a file name or a header, and accept it only when the file holds that
+/// many bytes: a claim of a huge frame over a small file is refused before
+/// anything of the claimed size is allocated.
+#[test]
+fn raw_formats_claiming_huge_frames_are_refused_from_the_file_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |name: &str, bytes: &[u8]| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        format!("{:#}", pvtherm::imageio::load_frame(&path, 0).unwrap_err())
+    };
+    // A .y16 named 60000x60000 (7.2 GB of u16) holding 16 bytes.
+    let err = refused("bomb.60000x60000.y16", &[0; 16]);
+    assert!(
+        err.contains("60000x60000") && err.contains("16 bytes"),
+        "{err}"
+    );
+    // An FFF whose RawData header claims 16384x16384 (the most the reader
+    // takes, 512 MiB of u16) over the 320x240 plane the file holds.
+    let err = refused("bomb.fff", &fff_claiming(16_384, 16_384));
+    assert!(err.contains("16384x16384"), "{err}");
+    // A tCam .tjsn holds one 160x120 or 80x60 plane: 1 MB of base64 is refused
+    // by its decoded length.
+    let json = format!("{{\"radiometric\": \"{}\"}}", "A".repeat(1 << 20));
+    let err = refused("bomb.tjsn", json.as_bytes());
+    assert!(err.contains("not a known raw frame size"), "{err}");
+    let peak = own_peak_rss_mib();
+    eprintln!("raw format claims refused; peak RSS {peak:.0} MiB");
+    assert!(peak < 256.0, "peak RSS {peak:.0} MiB");
+}

@@ -227,6 +227,7 @@ impl Config {
         fix(&mut self.model.detector);
         fix(&mut self.model.classifier);
         fix(&mut self.http.token_file);
+        fix(&mut self.http.password_file);
         self.source.resolve_paths(base);
     }
 

@@ -209,7 +209,43 @@ fn check_config_and_run_refuse_the_same_files_naming_the_key() {
             &[("logging", "level", "\"loud\"")],
             "[logging] level",
         ),
+        (
+            "http-login-half",
+            &[("http", "username", "\"inspector\"")],
+            "[http] set both username and password_file",
+        ),
+        (
+            "http-password-missing",
+            &[
+                ("http", "username", "\"inspector\""),
+                ("http", "password_file", "\"no-such-password\""),
+            ],
+            "cannot read [http] password_file",
+        ),
+        (
+            "http-password-empty",
+            &[
+                ("http", "username", "\"inspector\""),
+                ("http", "password_file", "\"empty-password\""),
+            ],
+            "[http] password_file",
+        ),
+        (
+            "http-password-unreadable",
+            &[
+                ("http", "username", "\"inspector\""),
+                ("http", "password_file", "\".\""),
+            ],
+            "cannot read [http] password_file",
+        ),
+        (
+            "http-token-empty",
+            &[("http", "token_file", "\"empty-password\"")],
+            "[http] token_file",
+        ),
     ];
+    // Relative secret files are read beside the configuration file.
+    std::fs::write(dir.path().join("empty-password"), "\n").unwrap();
     let mut failures = Vec::new();
     for (name, case, key) in cases {
         let file = write(dir.path(), name, case);

@@ -2,7 +2,7 @@
 //! client configuration (ring provider) and readable connection errors.
 
 use crate::config_value::duration;
-use crate::config_value::{duration_in_range, in_range};
+use crate::config_value::{duration_in_range, in_range, read_secret_file};
 use anyhow::{bail, Context, Result};
 use rumqttc::{
     ConnectReturnCode, ConnectionError, MqttOptions, StateError, TlsConfiguration, Transport,
@@ -211,9 +211,7 @@ impl MqttConfig {
             return Ok(Some(p.clone()));
         }
         if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read [mqtt] password_file {}", file.display()))?;
-            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+            return read_secret_file("[mqtt] password_file", file, "password").map(Some);
         }
         if let Some(var) = &self.password_env {
             let value = std::env::var(var).with_context(|| {

@@ -26,7 +26,10 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     /// `serve` or `daemon`.
     pub(crate) mode: &'static str,
+    /// A bearer token is configured (`[http] token_file`).
     pub(crate) token_required: bool,
+    /// A Basic login is configured (`[http] username`, `password_file`).
+    pub(crate) login_required: bool,
     pub(crate) request_timeout: Duration,
 }
 
@@ -169,6 +172,7 @@ struct Status<'a> {
     analysis_queue: QueueStatus,
     limits: LimitsStatus,
     token_required: bool,
+    login_required: bool,
     /// The daemon's latest `camera` payload (`null` under `pvtherm serve`).
     camera: Option<Value>,
     /// The daemon's latest `stats` payload: fps, broker link, outbox depth.
@@ -210,6 +214,7 @@ pub(crate) async fn status(State(app): State<Arc<AppState>>) -> Response {
             request_timeout_s: app.request_timeout.as_secs(),
         },
         token_required: app.token_required,
+        login_required: app.login_required,
         camera: raw(health.camera),
         stats: raw(health.stats),
         snapshot_seq: health.snapshot_seq,

@@ -68,7 +68,7 @@ impl WebServer {
     /// address) and starts serving on the thread `pvtherm-http`.
     pub fn start(setup: WebSetup, live: Arc<LiveState>) -> Result<WebServer> {
         let http = setup.http;
-        let token = http.token()?;
+        let credentials = auth::Credentials::from_config(&http)?;
         // Uploads are survey images: one sighting is a defect, as in `detect`.
         let mut analysis = setup.analysis;
         analysis.tracking.min_frames = 1;
@@ -96,10 +96,11 @@ impl WebServer {
                 max_images: http.max_images as usize,
             },
             mode: setup.mode,
-            token_required: token.is_some(),
+            token_required: credentials.token_required(),
+            login_required: credentials.login_required(),
             request_timeout: http.request_timeout,
         });
-        let router = router(app, token, http.max_upload_bytes());
+        let router = router(app, credentials, http.max_upload_bytes());
         let listener = std::net::TcpListener::bind(http.listen)
             .with_context(|| format!("[http] listen {}: cannot listen there", http.listen))?;
         listener.set_nonblocking(true)?;
@@ -185,8 +186,8 @@ fn fixed_position(config: &PositionConfig) -> Option<Position> {
     })
 }
 
-/// The routes, the token check on `/api`, the body limit and the timeout.
-fn router(app: Arc<AppState>, token: Option<String>, max_upload: usize) -> Router {
+/// The routes, the credentials check on `/api`, the body limit and the timeout.
+fn router(app: Arc<AppState>, credentials: auth::Credentials, max_upload: usize) -> Router {
     let timeout = app.request_timeout;
     let api = Router::new()
         .route("/detect", post(api::detect))
@@ -196,8 +197,8 @@ fn router(app: Arc<AppState>, token: Option<String>, max_upload: usize) -> Route
         .route("/events/{seq}/thumbnail.jpg", get(api::event_thumbnail))
         .fallback(|| async { ApiError::not_found("no such API endpoint (see docs/openapi.yaml)") })
         .route_layer(middleware::from_fn_with_state(
-            Arc::new(token),
-            auth::require_token,
+            Arc::new(credentials),
+            auth::require_credentials,
         ));
     Router::new()
         .route("/", get(assets::upload_page))

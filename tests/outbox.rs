@@ -21,6 +21,7 @@ use pvtherm::publish::{
 };
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -242,9 +243,13 @@ fn page_bound_full_outbox_evicts_counts_and_shrinks_after_draining() {
         synchronous: Synchronous::Normal,
         ..OutboxConfig::default()
     };
+    capture_logs();
     // 12 MB of messages into 8 MiB.
     let out = fill_then_recover(outbox.clone(), "full-pages", 1500, 8000, || {});
     out.every_defect_delivered(1500);
+    // The page bound, not the file system, was full: the reserve stayed.
+    let here = outbox.path.display().to_string();
+    assert_eq!(logged(&[&here, "released the"]), 0);
     assert!(out.full_size <= outbox.max_bytes, "{} bytes", out.full_size);
     assert!(
         out.drained_size < out.full_size / 4,
@@ -271,6 +276,8 @@ fn full_file_system_keeps_running_counts_and_recovers() {
         path: fs.dir.path().join("outbox.sqlite"),
         ..OutboxConfig::default()
     };
+    capture_logs();
+    let here = outbox.path.display().to_string();
     // 8 MB of messages onto a 4 MiB file system: with the reserve released,
     // every new message replaces an older one instead of being lost.
     let out = fill_then_recover(outbox, "full-fs", 2000, 4000, || {
@@ -278,6 +285,40 @@ fn full_file_system_keeps_running_counts_and_recovers() {
     });
     out.every_defect_delivered(2000);
     assert_eq!(out.full.unstored.total(), 0, "{:?}", out.full);
+    // Full once, space back once: logged once each.
+    assert_eq!(logged(&[&here, "released the"]), 1);
+    assert_eq!(logged(&[&here, "reserve is back"]), 1);
+}
+
+/// Every log line of this test binary, so a test can count the outbox's.
+struct Captured(Mutex<Vec<String>>);
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURED: Captured = Captured(Mutex::new(Vec::new()));
+
+/// Starts capturing log lines (once per binary; later calls do nothing).
+fn capture_logs() {
+    if log::set_logger(&CAPTURED).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// How many captured lines hold every one of `parts`.
+fn logged(parts: &[&str]) -> usize {
+    let lines = CAPTURED.0.lock().unwrap();
+    lines
+        .iter()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
 }
 
 /// The reserve beside the outbox database.
@@ -323,7 +364,9 @@ fn truly_full_file_system_new_defects_replace_old_detections() {
         path: fs.dir.path().join("outbox.sqlite"),
         ..OutboxConfig::default()
     };
+    capture_logs();
     let mut ob = Outbox::open(&cfg).unwrap();
+    let here = cfg.path.display().to_string();
     let reserve = reserve_of(&cfg);
     let reserve_bytes = std::fs::metadata(&reserve).unwrap().len();
     assert!(reserve_bytes > 1 << 20, "{reserve_bytes}");
@@ -384,6 +427,9 @@ fn truly_full_file_system_new_defects_replace_old_detections() {
     store(&mut ob, of_class(MessageClass::Defect, 100_200));
     assert_eq!(ob.write_error(), None);
     assert_eq!(std::fs::metadata(&reserve).unwrap().len(), reserve_bytes);
+    // Each change of state logged once, however many messages it concerned.
+    assert_eq!(logged(&[&here, "released the"]), 1);
+    assert_eq!(logged(&[&here, "reserve is back"]), 1);
     let depth = ob.depth();
     drop(ob);
     // What was stored stays: a reopened outbox has every row.

@@ -148,14 +148,17 @@ pub fn load(
         );
     }
     let executor = executor(threads)?;
-    let plan = model
-        .with_input_fact(0, f32::fact(input_shape).into())
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| {
-            m.into_runnable_with_options(&RunOptions {
-                executor,
-                ..RunOptions::default()
-            })
+    let plan = codegen_knobs()?
+        .enter(|| {
+            model
+                .with_input_fact(0, f32::fact(input_shape).into())
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| {
+                    m.into_runnable_with_options(&RunOptions {
+                        executor,
+                        ..RunOptions::default()
+                    })
+                })
         })
         .map_err(|e| {
             anyhow::anyhow!(
@@ -183,6 +186,29 @@ pub fn load(
         label,
         output_shape,
     })
+}
+
+/// How tract lowers pvtherm's float convolutions, for this one model (a
+/// scope, not process state). tract's defaults send the detector's 3x3
+/// convolutions over 80x64x32 maps to lazy im2col (a gather per output
+/// position) and its first 4x4/4 convolution to the direct spatial kernel;
+/// eager im2col followed by one matrix product runs the f32 detector 1.6x
+/// faster here with the same detections within 1e-4 px (BENCHMARKS.md,
+/// section 3). A `TRACT_*` variable set in the environment still wins, so
+/// each choice can be measured against tract's default.
+fn codegen_knobs() -> Result<tract_onnx::prelude::tract_data::knobs::KnobScope> {
+    const KNOBS: [(&str, &str); 3] = [
+        ("TRACT_DISABLE_DIRECT_SPATIAL", "true"),
+        // Never lazy because of the kernel's size or the scratch's size:
+        // the eager scratch of the largest convolution is 5.9 MB.
+        ("TRACT_LAZY_IM2COL_MIN_KERNEL", "1000000"),
+        ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "1000000000"),
+    ];
+    let unset = KNOBS
+        .into_iter()
+        .filter(|(name, _)| std::env::var_os(name).is_none());
+    tract_onnx::prelude::tract_data::knobs::KnobScope::new(unset)
+        .map_err(|e| anyhow::anyhow!("tract rejected pvtherm's convolution settings: {e:#}"))
 }
 
 /// The executor for tract's matrix products: its own pool of `threads` when

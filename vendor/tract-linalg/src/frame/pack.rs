@@ -638,70 +638,55 @@ where
             self.remain -= 1;
             self.ptr = self.ptr.offset(1);
             if self.remain == 0 {
-                self.current_panel += 1;
-                if self.current_panel == self.panels {
-                    self.ptr = self.ptr.offset(self.next_lane);
-                    self.current_panel = 0;
-                } else {
-                    self.ptr = self.ptr.offset(self.next_panel);
-                }
-                if self.current_panel == self.panels - 1 {
-                    self.remain = self.last_panel_width;
-                } else {
-                    self.remain = self.panel_width;
-                }
+                self.next_panel();
             }
         }
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        // Fast path: the slice fits entirely within the current panel. Writes
-        // are then guaranteed to be `ts.len()` consecutive memory locations
-        // followed by the same panel/lane bookkeeping the per-element path
-        // performs. This produces byte-identical output to a per-element loop.
-        //
-        // When the slice would cross a panel boundary, fall back to the
-        // per-element path so all transition logic stays in one place.
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        if n < self.remain {
-            // Strictly inside the current panel: bulk copy, then advance.
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // The slice is cut where it crosses a panel boundary: each piece is
+        // one bulk copy, then the same panel transition `write` makes. An
+        // im2col row is usually wider than a panel, so copying piece by piece
+        // instead of element by element is what keeps packing cheap. The
+        // output is byte-identical to a per-element loop.
+        while !ts.is_empty() {
+            let n = ts.len().min(self.remain);
+            let (now, rest) = ts.split_at(n);
             unsafe {
-                std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
+                std::ptr::copy_nonoverlapping(now.as_ptr(), self.ptr, n);
                 self.ptr = self.ptr.add(n);
             }
             self.remain -= n;
-        } else if n == self.remain {
-            // Exactly fills the current panel: bulk copy, then run the same
-            // panel-transition bookkeeping that `write` does on its final
-            // element. The transition is performed unconditionally here
-            // (rather than calling `write` for the last element) to keep the
-            // semantics identical even when the trait is inlined separately.
-            unsafe {
-                std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
-                self.ptr = self.ptr.add(n);
-                self.current_panel += 1;
-                if self.current_panel == self.panels {
-                    self.ptr = self.ptr.offset(self.next_lane);
-                    self.current_panel = 0;
-                } else {
-                    self.ptr = self.ptr.offset(self.next_panel);
-                }
-                if self.current_panel == self.panels - 1 {
-                    self.remain = self.last_panel_width;
-                } else {
-                    self.remain = self.panel_width;
-                }
+            if self.remain == 0 {
+                unsafe { self.next_panel() };
             }
+            ts = rest;
+        }
+    }
+}
+
+impl<T> KOutWriter<'_, T>
+where
+    T: Copy + std::fmt::Debug,
+{
+    /// Moves to the next panel once the current one is full: the same lane
+    /// of the next panel, or the next lane of the first one.
+    #[inline(always)]
+    unsafe fn next_panel(&mut self) {
+        unsafe {
+            self.current_panel += 1;
+            if self.current_panel == self.panels {
+                self.ptr = self.ptr.offset(self.next_lane);
+                self.current_panel = 0;
+            } else {
+                self.ptr = self.ptr.offset(self.next_panel);
+            }
+        }
+        if self.current_panel == self.panels - 1 {
+            self.remain = self.last_panel_width;
         } else {
-            // Spans a panel boundary. Fall back to per-element writes so the
-            // panel-transition state machine handles every step.
-            for t in ts {
-                self.write(*t);
-            }
+            self.remain = self.panel_width;
         }
     }
 }
@@ -1183,28 +1168,26 @@ where
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        let pw = self.panel_width();
-        if self.local_mn + n <= pw {
-            // Whole slice stays inside the current (panel, k): tight stride-4 store.
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // Cut where the slice crosses a panel boundary: each piece stays inside
+        // one (panel, k) and is a tight stride-4 store, followed by the same
+        // bookkeeping as per-element writes (byte-identical output). Rows wider
+        // than a panel, the common im2col case, no longer fall back to writing
+        // byte by byte.
+        while !ts.is_empty() {
+            let n = ts.len().min(self.panel_width() - self.local_mn);
+            let (now, rest) = ts.split_at(n);
             unsafe {
                 let mut d = self.base.add(
                     self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
                 );
-                for &t in ts {
+                for &t in now {
                     *d = t;
                     d = d.add(4);
                 }
             }
             self.advance(n);
-        } else {
-            for &t in ts {
-                self.write(t);
-            }
+            ts = rest;
         }
     }
 }

@@ -22,10 +22,12 @@
 # cannot fetch a target's std on this machine, that target is skipped with a
 # message, and the script exits 0.
 #
-# Note on glibc: Debian bookworm's cross libc is 2.36, so these binaries may need
-# glibc > 2.31 (the script prints the newest symbol version they use). Release
-# binaries for Raspberry Pi OS bullseye and JetPack 5 (glibc 2.31) are built
-# with `cross` (Cross.toml, cross/*.Dockerfile: Ubuntu 20.04 images).
+# Note on glibc: Debian bookworm's cross libc is 2.36, so these binaries need
+# glibc > 2.31 (the script prints the newest symbol version they use): a check
+# of the code generation, not the release. Release packages for Raspberry Pi OS
+# bullseye and JetPack 5 (glibc 2.31) come from cross/release.sh (zig linking
+# against glibc 2.31, or `cross` with BUILDER=cross), which compares them the
+# same way (cross/compare_detections.py).
 #
 # Environment: TARGETS (space-separated triples), PROFILE (cargo profile,
 # default release), RTOL/ATOL (tolerances), OUT (where outputs go),
@@ -45,10 +47,9 @@ shopt -s nullglob
 IMAGES=(tests/fixtures/pv/images/*.jpg)
 shopt -u nullglob
 
-say() { printf '== %s\n' "$*"; }
-# Seconds since $1 (an $EPOCHREALTIME value), one decimal.
-since() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }'; }
-die() { printf 'build-and-compare: %s\n' "$*" >&2; exit 2; }
+SCRIPT=build-and-compare
+# shellcheck source=cross/common.sh
+. "$ROOT/cross/common.sh"
 
 [ ${#IMAGES[@]} -gt 0 ] || die "no fixture images in tests/fixtures/pv/images"
 command -v python3 >/dev/null || die "python3 is needed to compare the JSON outputs"
@@ -61,89 +62,9 @@ mkdir -p "$OUT"
 PROFILE_DIR=$PROFILE
 [ "$PROFILE" = dev ] && PROFILE_DIR=debug
 
-# gcc triple prefix and qemu binary for a Rust target triple.
-gnu_prefix() {
-    case $1 in
-        aarch64-unknown-linux-gnu) echo aarch64-linux-gnu ;;
-        armv7-unknown-linux-gnueabihf) echo arm-linux-gnueabihf ;;
-        *) die "unsupported target $1" ;;
-    esac
-}
-qemu_for() {
-    case $1 in
-        aarch64-unknown-linux-gnu) echo qemu-aarch64-static ;;
-        armv7-unknown-linux-gnueabihf) echo qemu-arm-static ;;
-    esac
-}
-
 # Compares two `pvtherm detect --json` outputs; prints a summary; exit 1 on mismatch.
 compare_json() {
-    python3 - "$1" "$2" "$RTOL" "$ATOL" <<'PY'
-import json, math, re, sys
-
-ref_path, got_path, rtol, atol = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-# Values that legitimately differ between runs or machines.
-IGNORED = re.compile(r"latency|elapsed|duration|timing|(^|_)(ms|us)$|message_id|^uuid$")
-
-def load(path):
-    text = open(path).read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:  # JSON lines
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        sys.exit(f"   {path} is neither JSON nor JSON lines: {e}")
-
-stats = {"numbers": 0, "exact": 0, "max_abs": 0.0}
-errors = []
-module_counts = []
-
-def walk(a, b, path):
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            errors.append(f"{path}: keys differ: {sorted(set(a) ^ set(b))}")
-        for k in sorted(set(a) & set(b)):
-            if IGNORED.search(k):
-                continue
-            if k == "modules" and isinstance(a[k], list) and isinstance(b[k], list):
-                module_counts.append((path, len(a[k]), len(b[k])))
-            walk(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            errors.append(f"{path}: {len(a)} items on x86_64, {len(b)} here")
-        for i, (x, y) in enumerate(zip(a, b)):
-            walk(x, y, f"{path}[{i}]")
-    elif isinstance(a, bool) or isinstance(b, bool):
-        if a != b:
-            errors.append(f"{path}: {a!r} on x86_64, {b!r} here")
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        stats["numbers"] += 1
-        diff = abs(a - b)
-        stats["exact"] += diff == 0
-        stats["max_abs"] = max(stats["max_abs"], diff)
-        if not diff <= max(atol, rtol * max(abs(a), abs(b))) and not (
-            isinstance(a, float) and math.isnan(a) and math.isnan(b)
-        ):
-            errors.append(f"{path}: {a!r} on x86_64, {b!r} here (diff {diff:g})")
-    elif a != b:
-        errors.append(f"{path}: {a!r} on x86_64, {b!r} here")
-
-walk(load(ref_path), load(got_path), "$")
-if module_counts:
-    same = all(x == y for _, x, y in module_counts)
-    total = sum(x for _, x, _ in module_counts)
-    print(f"   module counts: {'equal' if same else 'DIFFERENT'} "
-          f"({len(module_counts)} images, {total} modules on x86_64)")
-print(f"   numbers: {stats['numbers']} compared, {stats['exact']} bit-exact, "
-      f"max abs diff {stats['max_abs']:g}")
-for e in errors[:20]:
-    print("   MISMATCH", e)
-if len(errors) > 20:
-    print(f"   ... and {len(errors) - 20} more")
-sys.exit(1 if errors else 0)
-PY
+    python3 "$ROOT/cross/compare_detections.py" "$1" "$2" "$RTOL" "$ATOL"
 }
 
 # The Rust std of each target first: without any, there is nothing to prove here.
@@ -197,7 +118,7 @@ for t in "${available[@]}"; do
     cargo build --profile "$PROFILE" --target "$t" --bin pvtherm
     build_s=$(($(date +%s) - build_start))
     bin=$TARGET_DIR/$t/$PROFILE_DIR/pvtherm
-    glibc=$("$prefix-objdump" -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+    glibc=GLIBC_$(glibc_needed "$bin")
     size=$(stat -c %s "$bin")
     say "$t: $(file -b "$bin" | cut -d, -f1-2); $size bytes; needs up to $glibc; built in ${build_s}s"
 

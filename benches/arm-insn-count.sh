@@ -87,47 +87,52 @@ cpu_part() {
         cortex-a53) echo 0xd03 ;; neoverse-n1) echo 0xd0c ;; *) echo "" ;;
     esac
 }
-runs=()
-for cpu in $CPUS; do
-    for precision in $PRECISIONS; do
-        name=$cpu-$precision
-        echo "arm-insn-count: $name (pvtherm bench --precision $precision --iterations $ITERS under $QEMU -cpu $cpu)" >&2
-        start=$(date +%s)
-        TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=$(cpu_part "$cpu") \
-            "$QEMU" -cpu "$cpu" -L "$SYSROOT" \
-            -plugin "$plugin,out=$OUT/$name.marks,top=40" \
-            "$BIN" bench --precision "$precision" --iterations "$ITERS" --json "$IMAGE" \
-            >"$OUT/$name.json" 2>"$OUT/$name.stderr" ||
-            die "$name failed: see $OUT/$name.stderr"
-        echo "arm-insn-count: $name took $(( $(date +%s) - start )) s under qemu" >&2
-        runs+=("$name")
-    done
-done
+# bench NAME CPU PRECISION PLUGIN-ARGS: one `pvtherm bench` under qemu.
+bench() {
+    local name=$1 cpu=$2 precision=$3 args=$4 start
+    start=$(date +%s)
+    TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=$(cpu_part "$cpu") \
+        "$QEMU" -cpu "$cpu" -L "$SYSROOT" -plugin "$plugin,$args" \
+        "$BIN" bench --precision "$precision" --iterations "$ITERS" --json "$IMAGE" \
+        >"$OUT/$name.json" 2>"$OUT/$name.stderr" ||
+        die "$name failed: see $OUT/$name.stderr"
+    echo "arm-insn-count: $name took $(( $(date +%s) - start )) s under qemu" >&2
+}
 
-python3 - "$OUT" "$ITERS" "${runs[@]}" <<'PY'
-"""Takes the marks of each run apart into stage calls and prints the table."""
+# The analysis: mode `window` prints the marks around the detector's timed
+# calls (for the second run), mode `report` the tables.
+analyse=$OUT/analyse.py
+cat >"$analyse" <<'PY'
+"""Takes the marks of each run apart into stage calls (mode `window`: the marks
+around the detector's timed calls, for the second run; mode `report`: the
+tables)."""
 import json
 import re
+import struct
 import sys
 
-out, iters, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+mode, out, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
 TINY = 20_000  # instructions between two timed calls of a stage (the loop itself)
 
 
-def load(name):
-    """The main thread's marks (count, {class: count}) and the whole-run data."""
-    marks, blocks, total = [], [], None
-    for line in open(f"{out}/{name}.marks"):
+def load(path):
+    """The main thread's marks (count, {class: count}), the hot blocks
+    (vaddr, insns, executed, {class: n}, disassembly), the total and where
+    the code was loaded."""
+    marks, blocks, total, code = [], [], None, None
+    for line in open(path):
         f = line.split()
         if f[0] == "mark" and f[1] == "0":
             marks.append((int(f[3]), {k: int(v) for k, v in (x.split("=") for x in f[4:])}))
         elif f[0] == "total":
             total = int(f[1])
+        elif f[0] == "code":
+            code = int(f[1], 16)
         elif f[0] == "block":
             head, _, disas = line.partition(" | ")
             h = head.split()
-            blocks.append((int(h[4]), dict(x.split("=") for x in h[5:]), disas.strip()))
-    return marks, blocks, total
+            blocks.append((int(h[1], 16), int(h[2]), int(h[4]), dict(x.split("=") for x in h[5:]), disas.strip()))
+    return marks, blocks, total, code
 
 
 def chains(marks):
@@ -146,10 +151,42 @@ def chains(marks):
     return d, found
 
 
-def classes(marks, i):
-    """Class instructions of the call between marks i and i+1."""
-    a, b = marks[i][1], marks[i + 1][1]
-    return {k: b[k] - a[k] for k in b}
+def stages(name):
+    """Detector, classifier and models calls: the 2nd, 3rd and 4th runs of
+    timed calls (after the image decode's), checked: the interval before the
+    detector's calls is its 2 warm-up calls."""
+    marks = load(f"{out}/{name}.marks")[0]
+    d, found = chains(marks)
+    if len(found) < 4:
+        sys.exit(f"{name}: found {len(found)} runs of {iters} timed calls in {len(marks)} marks, "
+                 "want decode, detector, classifier, models: has `pvtherm bench` changed its stage order?")
+    di, dw = found[1]
+    warm = d[di - 1] / (2 * min(dw))
+    if not 0.99 < warm < 1.02:
+        sys.exit(f"{name}: the interval before the detector calls is {warm:.3f}x two calls, not 1: "
+                 "the stage order of `pvtherm bench` has changed")
+    return marks, d, found[1:4]
+
+
+if mode == "window":
+    # Block counts while vCPU 0 has passed di+1 .. di+2*iters-1 marks: the
+    # detector's timed calls and the tiny gaps between them.
+    _, _, [(di, _), _, _] = stages(sys.argv[4])
+    print(f"{di + 1}:{di + 2 * iters}")
+    sys.exit(0)
+
+binary, runs = sys.argv[4], sys.argv[5:]
+
+
+def exec_vaddr(path):
+    """p_vaddr of the ELF's first executable PT_LOAD (what qemu reports as the
+    start of code, less the load bias)."""
+    with open(path, "rb") as f:
+        elf = f.read(1 << 16)
+    phoff, = struct.unpack_from("<Q", elf, 32)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 54)
+    loads = [struct.unpack_from("<IIQQ", elf, phoff + i * phentsize) for i in range(phnum)]
+    return min(v for typ, flags, _, v in loads if typ == 1 and flags & 1)
 
 
 def kernel_of(disas, cls):
@@ -171,20 +208,10 @@ def kernel_of(disas, cls):
     return None
 
 
+elf_code = exec_vaddr(binary)
 rows = {}
 for name in runs:
-    marks, blocks, total = load(name)
-    d, found = chains(marks)
-    if len(found) < 4:
-        sys.exit(f"{name}: found {len(found)} runs of {iters} timed calls in {len(marks)} marks, "
-                 "want decode, detector, classifier, models: has `pvtherm bench` changed its stage order?")
-    # The 2nd, 3rd and 4th runs of timed calls: detector, classifier, models.
-    # Check: the 2 warm-ups before the detector's calls are 2 detector calls.
-    (di, dw), (ci, cw), (mi, mw) = found[1], found[2], found[3]
-    warm = d[di - 1] / (2 * min(dw))
-    if not 0.99 < warm < 1.02:
-        sys.exit(f"{name}: the interval before the detector calls is {warm:.3f}x two calls, not 1: "
-                 "the stage order of `pvtherm bench` has changed")
+    marks, d, [(di, dw), (ci, cw), (mi, mw)] = stages(name)
     # Whole frame (Inspector::inspect times its models itself): per call, the
     # marks outer start, inner start, inner end, outer end.
     whole = None
@@ -196,20 +223,28 @@ for name in runs:
                 and max(w) <= 1.01 * min(w)):
             whole = sorted(w)[iters // 2]
             break
-    mac = {}
-    for executed, cls, disas in blocks:
+    a, b = marks[di + 2 * (iters // 2)][1], marks[di + 2 * (iters // 2) + 1][1]
+    _, blocks, total, _ = load(f"{out}/{name}.marks")
+    kernels = {}
+    for _, _, executed, cls, disas in blocks:
         k = kernel_of(disas, cls)
         if k:
-            mac[k] = mac.get(k, 0) + executed
+            kernels[k] = kernels.get(k, 0) + executed
+    # The hot blocks of the detector's timed calls, per call.
+    _, dblocks, _, code = load(f"{out}/{name}.detector.marks")
+    hot = [{"at": f"0x{v - code + elf_code:x}", "insns": n, "per_call": ex / iters,
+            "kernel": kernel_of(disas, cls) or "", "classes": cls}
+           for v, n, ex, cls, disas in dblocks]
     rows[name] = {
         "detector": sorted(dw)[iters // 2],
         "detector_spread": (max(dw) - min(dw)) / min(dw),
-        "detector_classes": classes(marks, di + 2 * (iters // 2)),
+        "detector_classes": {k: b[k] - a[k] for k in b},
         "classifier": sorted(cw)[iters // 2],
         "models": sorted(mw)[iters // 2],
         "whole": whole,
         "total": total,
-        "kernels": sorted(mac.items(), key=lambda kv: -kv[1]),
+        "kernels": sorted(kernels.items(), key=lambda kv: -kv[1]),
+        "detector_hot_blocks": hot,
     }
 
 with open(f"{out}/summary.json", "w") as f:
@@ -220,19 +255,44 @@ def g(n):
     return "n/a" if n is None else f"{n / 1e9:.3f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
 
 
-print(f"\nper call, median of {iters} timed calls; instructions of the main thread (all of the work: one thread)\n")
-print("| run | detector | classifier, 1 module | models: detector + classifiers | whole frame | detector SDOT / SMLAL / MLA / FMLA | hot kernels (share of hot-block instructions) |")
-print("|---|---|---|---|---|---|---|")
+print(f"\nper call, median of {iters} timed calls; instructions of the main thread (all of the work: one thread).")
+print("MAC loops: blocks with >= 8 SDOT/SMLAL/MLA/FMLA (the matrix kernels' inner loops); kernels: over the whole run\n")
+print("| run | detector | in MAC loops | rest | SDOT / SMLAL / FMLA | classifier, 1 module | models: detector + classifiers | whole frame | kernels (share of the hot MAC blocks' instructions) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
     c = r["detector_classes"]
     hot = sum(v for _, v in r["kernels"]) or 1
     ks = ", ".join(f"{k} {100 * v / hot:.0f} %" for k, v in r["kernels"])
-    print(f"| {name} | {g(r['detector'])} | {g(r['classifier'])} | {g(r['models'])} | {g(r['whole'])} | "
-          f"{g(c.get('sdot', 0))} / {g(c.get('smlal', 0))} / {g(c.get('mla', 0))} / {g(c.get('fmla', 0))} | {ks} |")
+    mac = c.get("macblk", 0)
+    print(f"| {name} | {g(r['detector'])} | {g(mac)} | {g(r['detector'] - mac)} | "
+          f"{g(c.get('sdot', 0))} / {g(c.get('smlal', 0))} / {g(c.get('fmla', 0))} | "
+          f"{g(r['classifier'])} | {g(r['models'])} | {g(r['whole'])} | {ks} |")
 print()
 for cpu in dict.fromkeys(n.rsplit("-", 1)[0] for n in rows):
     a, b = rows.get(f"{cpu}-int8"), rows.get(f"{cpu}-f32")
     if a and b:
         ratios = [f"{k} {a[k] / b[k]:.2f}" for k in ("detector", "classifier", "models", "whole") if a[k] and b[k]]
         print(f"{cpu}: int8/f32 " + ", ".join(ratios))
+print(f"\nhottest blocks of one detector call (ELF addresses of {binary}: "
+      "objdump -d --start-address=ADDR), instructions per call")
+for name, r in rows.items():
+    top = ", ".join(f"{h['at']} {h['insns']} insns {g(h['per_call'])}{' ' + h['kernel'] if h['kernel'] else ''}"
+                    for h in r["detector_hot_blocks"][:6])
+    print(f"- {name}: {top}")
 PY
+
+runs=()
+for cpu in $CPUS; do
+    for precision in $PRECISIONS; do
+        name=$cpu-$precision
+        echo "arm-insn-count: $name (pvtherm bench --precision $precision --iterations $ITERS under $QEMU -cpu $cpu)" >&2
+        # First the counts at every mark, then, with the marks of the
+        # detector's timed calls known (the sequence is deterministic), the
+        # hot blocks of those calls alone.
+        bench "$name" "$cpu" "$precision" "out=$OUT/$name.marks,top=40"
+        window=$(python3 "$analyse" window "$OUT" "$ITERS" "$name")
+        bench "$name" "$cpu" "$precision" "out=$OUT/$name.detector.marks,top=40,window=$window"
+        runs+=("$name")
+    done
+done
+python3 "$analyse" report "$OUT" "$ITERS" "$BIN" "${runs[@]}"

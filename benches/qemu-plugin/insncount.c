@@ -14,7 +14,9 @@
  *     (SDOT/UDOT, SMLAL, MLA, FMLA), which tells which tract-linalg matrix
  *     kernel ran without symbols (the release binary is stripped);
  *   - hot blocks: the translation blocks that executed the most
- *     instructions, with their class counts, to attribute the total.
+ *     instructions, with their class counts, to attribute the total; and
+ *     per thread, the instructions executed in "MAC blocks" (blocks with at
+ *     least MAC_BLOCK class instructions: the matrix kernels' inner loops).
  *
  * Arguments (-plugin insncount.so,arg=value,...):
  *   out=FILE     where to write (default: QEMU's log, i.e. stderr)
@@ -23,15 +25,24 @@
  *   top=N        hot blocks to print at exit (default 20)
  *   disas=on|off disassemble the blocks that hold class instructions and
  *                print that after their block line (default on)
+ *   window=K:L   count the block executions of the hot-block list only
+ *                while thread vCPU 0 has passed at least K and fewer than L
+ *                marks (e.g. the timed calls of one stage, found in a first
+ *                run: the mark sequence of a run is deterministic)
  *
  * Output lines (all counts are guest instructions):
- *   mark VCPU TID COUNT [NAME=N ...]
+ *   mark VCPU TID COUNT [NAME=N ...] macblk=M
  *                            COUNT = that thread's instructions until now,
- *                            N = its instructions of each class until now
+ *                            N = its instructions of each class until now,
+ *                            M = its instructions in MAC blocks until now
+ *   code VADDR                where the main binary's first executable
+ *                            segment was loaded (minus that segment's ELF
+ *                            p_vaddr: the load bias, for objdump addresses)
  *   total COUNT
  *   vcpu VCPU COUNT
  *   class NAME COUNT
  *   block VADDR INSNS EXECS EXECUTED [NAME=N ...] [| INSN; INSN; ...]
+ *                            EXECS, EXECUTED: inside the window if one is set
  *                            NAME=N: class instructions per execution
  *
  * The count is per translation block entered: a block left early (a fault
@@ -52,6 +63,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 /* Threads are vCPUs in qemu-user; one counter slot each, indexed by vCPU. */
 #define MAX_VCPUS 1024
+
+/*
+ * A block with this many multiply-accumulates is a matrix kernel's inner loop
+ * (tract-linalg's have 16 to 64); compiled Rust code has the odd one.
+ */
+#define MAC_BLOCK 8
 
 /*
  * An instruction class: the A64 encodings matched by (word & mask) == value.
@@ -91,6 +108,7 @@ struct block {
     uint64_t vaddr;
     uint32_t n_insns;
     int has_class;
+    int mac_block; /* at least MAC_BLOCK class instructions */
     uint32_t class_count[N_CLASSES];
     uint64_t execs; /* updated atomically: several threads run one block */
     char *disas;    /* "insn; insn; ..." when has_class and disas=on */
@@ -98,6 +116,7 @@ struct block {
 
 static uint64_t vcpu_insns[MAX_VCPUS];
 static uint64_t vcpu_class[MAX_VCPUS][N_CLASSES];
+static uint64_t vcpu_macblk[MAX_VCPUS];
 static uint64_t overflow_insns; /* atomically: vCPUs past MAX_VCPUS */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -110,6 +129,10 @@ static int mark_has_a0 = 1;
 static uint64_t mark_a0 = 1;
 static unsigned top_n = 20;
 static bool want_disas = true;
+static bool windowed;
+static uint64_t window_from, window_to;
+static uint64_t marks_passed;  /* by vCPU 0 */
+static volatile int window_on; /* written by vCPU 0 only */
 
 /* Writes one line to `out`, or to QEMU's log when no file was given. */
 static void emit(const char *line)
@@ -139,11 +162,16 @@ static void on_block_exec(unsigned int vcpu, void *udata)
             for (unsigned k = 0; k < n_class_names; k++) {
                 vcpu_class[vcpu][k] += b->class_count[k];
             }
+            if (b->mac_block) {
+                vcpu_macblk[vcpu] += b->n_insns;
+            }
         }
     } else {
         __atomic_fetch_add(&overflow_insns, b->n_insns, __ATOMIC_RELAXED);
     }
-    __atomic_fetch_add(&b->execs, 1, __ATOMIC_RELAXED);
+    if (!windowed || window_on) {
+        __atomic_fetch_add(&b->execs, 1, __ATOMIC_RELAXED);
+    }
 }
 
 /* The block's instructions as "insn; insn; ...", malloc'ed (NULL if no memory). */
@@ -197,6 +225,10 @@ static void on_block_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             }
         }
     }
+    for (unsigned k = 0, sum = 0; k < n_class_names; k++) {
+        sum += b->class_count[k];
+        b->mac_block = sum >= MAC_BLOCK;
+    }
     if (b->has_class && want_disas) {
         b->disas = block_disas(tb, n);
     }
@@ -234,8 +266,18 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num,
         snprintf(line + used, sizeof(line) - used, " %s=%" PRIu64,
                  class_names[k], vcpu_class[vcpu][k]);
     }
-    strcat(line, "\n");
+    if (vcpu < MAX_VCPUS) {
+        size_t used = strlen(line);
+        snprintf(line + used, sizeof(line) - used, " macblk=%" PRIu64 "\n",
+                 vcpu_macblk[vcpu]);
+    } else {
+        strcat(line, "\n");
+    }
     emit(line);
+    if (vcpu == 0) {
+        marks_passed++;
+        window_on = marks_passed >= window_from && marks_passed < window_to;
+    }
 }
 
 /* Blocks of one address merged (a block may be translated again). */
@@ -284,6 +326,9 @@ static void on_exit_report(qemu_plugin_id_t id, void *p)
     for (unsigned v = 0; v < MAX_VCPUS; v++) {
         total += vcpu_insns[v];
     }
+    snprintf(line, sizeof(line), "code 0x%" PRIx64 "\n",
+             qemu_plugin_start_code());
+    emit(line);
     snprintf(line, sizeof(line), "total %" PRIu64 "\n", total);
     emit(line);
     for (unsigned v = 0; v < MAX_VCPUS; v++) {
@@ -396,6 +441,14 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             }
         } else if (klen == 3 && strncmp(argv[i], "top", 3) == 0) {
             top_n = (unsigned)strtoul(v, NULL, 0);
+        } else if (klen == 6 && strncmp(argv[i], "window", 6) == 0) {
+            char *end;
+            window_from = strtoull(v, &end, 0);
+            if (*end != ':' || (window_to = strtoull(end + 1, &end, 0), *end)) {
+                fprintf(stderr, "insncount: window=%s: want K:L\n", v);
+                return -1;
+            }
+            windowed = true;
         } else if (klen == 5 && strncmp(argv[i], "disas", 5) == 0) {
             if (!qemu_plugin_bool_parse("disas", v, &want_disas)) {
                 fprintf(stderr, "insncount: disas=%s: want on or off\n", v);
@@ -403,7 +456,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             }
         } else {
             fprintf(stderr,
-                    "insncount: unknown argument %s (known: out=, mark=, top=, disas=)\n",
+                    "insncount: unknown argument %s (known: out=, mark=, top=, disas=, window=)\n",
                     argv[i]);
             return -1;
         }

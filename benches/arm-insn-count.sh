@@ -157,6 +157,9 @@ def stages(name):
     detector's calls is its 2 warm-up calls."""
     marks = load(f"{out}/{name}.marks")[0]
     d, found = chains(marks)
+    if not marks:
+        sys.exit(f"{name}: no clock_gettime marks: this QEMU maps a vDSO (8.1 and later do), so "
+                 "Instant::now() makes no system call; use QEMU 7.2 (Debian 12's qemu-user)")
     if len(found) < 4:
         sys.exit(f"{name}: found {len(found)} runs of {iters} timed calls in {len(marks)} marks, "
                  "want decode, detector, classifier, models: has `pvtherm bench` changed its stage order?")

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the scripts in cross/ (sourced, not run): messages,
 # timing and what each supported ARM target is called by gcc, qemu and dpkg, so
 # build-and-compare.sh and release.sh cannot disagree about a target.

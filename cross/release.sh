@@ -52,6 +52,9 @@
 # file systems. Takes ~20-30 min per target on 2 cores (tract's release build);
 # not part of CI. Measured results: docs/INSTALL.md.
 
+# $SUDO and $knob are empty or one word: unquoted on purpose, so that an empty
+# one vanishes. Functions run through timed/logged look unreachable to shellcheck.
+# shellcheck disable=SC2086,SC2317
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -181,7 +184,7 @@ check_glibc() {
         || die "$bin needs GLIBC_$needed, newer than $GLIBC: it would not start on bullseye or JetPack 5"
 }
 
-# Step 4: the .deb and the tarball of target $1; prints the .deb's path.
+# Step 4: the .deb and the tarball of target $1; the .deb's path in DEB_PATH.
 package_target() {
     local t=$1 arch name deb tarball stage
     arch=$(deb_arch "$t")
@@ -190,7 +193,7 @@ package_target() {
     tarball=$OUT/$name.tar.gz
     # Variant glibc231 (Cargo.toml): Depends on libc6 >= 2.31, the glibc the
     # binary was linked against (checked above), not the build machine's.
-    cargo deb --no-build --no-strip --variant glibc231 --target "$t" --output "$deb" >&2
+    cargo deb --no-build --no-strip --variant glibc231 --target "$t" --output "$deb"
     # The tarball holds exactly the package's files, laid out as it installs them.
     stage=$TOOLS/stage-$arch
     rm -rf "$stage"
@@ -199,7 +202,7 @@ package_target() {
     tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
         --format=gnu -C "$stage" -cf - "$name" | gzip -9n >"$tarball"
     rm -rf "$stage"
-    echo "$deb"
+    DEB_PATH=$deb
 }
 
 # binfmt_misc entry for target $1's qemu, registered from qemu-user-static's
@@ -367,9 +370,8 @@ debs=()
 for t in $TARGETS; do
     timed "$t: build ($BUILDER)" build_target "$t"
     check_glibc "$t" "$TARGET_DIR/$t/release/pvtherm"
-    deb_path=""
-    timed "$t: package" eval 'deb_path=$(package_target "$t")'
-    debs+=("$deb_path")
+    timed "$t: package" package_target "$t"
+    debs+=("$DEB_PATH")
 done
 (cd "$OUT" && LC_ALL=C sha256sum -- *.deb *.tar.gz >SHA256SUMS)
 say "artefacts in $OUT"

@@ -6,6 +6,8 @@
 # and check that each patch still applies), then commit the result.
 #
 #   vendor/regenerate.sh            # uses cargo's download cache or crates.io
+#   vendor/regenerate.sh --pristine DIR   # the published crate alone, into DIR
+#                                         # (the reference of benches/tract-steps.sh)
 #
 # The patches are the upstream-ready files in docs/upstream/tract-linalg-*.patch
 # (each says what it fixes and what it measured).
@@ -14,6 +16,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VERSION=0.23.9
 SHA256=ca57ed3a2f6293e7866c6ceed7c6ca3413b4e083a892a00a79f5e9b607154982
 DEST=$ROOT/vendor/tract-linalg
+PATCHES=("$ROOT"/docs/upstream/tract-linalg-*.patch)
+if [[ "${1:-}" == --pristine ]]; then
+  DEST=${2:?"--pristine needs a destination folder"}
+  PATCHES=()
+fi
 CRATE=tract-linalg-$VERSION.crate
 
 work=$(mktemp -d)
@@ -33,11 +40,11 @@ src=$work/tract-linalg-$VERSION
 # Files the published crate carries that no build reads: two core dumps, a
 # spreadsheet and benchmark notes (4 MB of the 11).
 rm -f "$src"/core.* "$src"/*.xlsx "$src"/*_BENCH*.md "$src"/*BENCHMARKS.md "$src"/.cargo_vcs_info.json
-for p in "$ROOT"/docs/upstream/tract-linalg-*.patch; do
+for p in "${PATCHES[@]}"; do
   patch -s -p1 -d "$src" --no-backup-if-mismatch < "$p" \
     || { echo "vendor/regenerate.sh: $(basename "$p") does not apply to tract-linalg $VERSION" >&2; exit 1; }
   echo "applied $(basename "$p")"
 done
 rm -rf "$DEST"
 mv "$src" "$DEST"
-echo "vendor/tract-linalg: tract-linalg $VERSION + $(ls "$ROOT"/docs/upstream/tract-linalg-*.patch | wc -l) patch(es)"
+echo "$DEST: tract-linalg $VERSION + ${#PATCHES[@]} patch(es)"

@@ -148,7 +148,7 @@ pub fn load(
         );
     }
     let executor = executor(threads)?;
-    let plan = codegen_knobs()?
+    let plan = codegen_knobs(kind)?
         .enter(|| {
             model
                 .with_input_fact(0, f32::fact(input_shape).into())
@@ -188,24 +188,28 @@ pub fn load(
     })
 }
 
-/// How tract lowers pvtherm's float convolutions, for this one model (a
+/// How tract lowers a model's float convolutions, for this one model (a
 /// scope, not process state). tract's defaults send the detector's 3x3
 /// convolutions over 80x64x32 maps to lazy im2col (a gather per output
 /// position) and its first 4x4/4 convolution to the direct spatial kernel;
 /// eager im2col followed by one matrix product runs the f32 detector 1.6x
-/// faster here with the same detections within 1e-4 px (BENCHMARKS.md,
-/// section 3). A `TRACT_*` variable set in the environment still wins, so
-/// each choice can be measured against tract's default.
-fn codegen_knobs() -> Result<tract_onnx::prelude::tract_data::knobs::KnobScope> {
-    const KNOBS: [(&str, &str); 3] = [
+/// faster with the same detections within 1e-4 px (BENCHMARKS.md, section 2).
+/// The classifier's 40x24 crops are the opposite case (0.09 ms per crop with
+/// tract's defaults, 0.13 with these), so it keeps tract's. A `TRACT_*`
+/// variable set in the environment still wins, so each choice can be
+/// measured against tract's default.
+fn codegen_knobs(kind: &str) -> Result<tract_onnx::prelude::tract_data::knobs::KnobScope> {
+    const DETECTOR: [(&str, &str); 3] = [
         ("TRACT_DISABLE_DIRECT_SPATIAL", "true"),
         // Never lazy because of the kernel's size or the scratch's size:
         // the eager scratch of the largest convolution is 5.9 MB.
         ("TRACT_LAZY_IM2COL_MIN_KERNEL", "1000000"),
         ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "1000000000"),
     ];
-    let unset = KNOBS
-        .into_iter()
+    let knobs: &[(&str, &str)] = if kind == "detector" { &DETECTOR } else { &[] };
+    let unset = knobs
+        .iter()
+        .copied()
         .filter(|(name, _)| std::env::var_os(name).is_none());
     tract_onnx::prelude::tract_data::knobs::KnobScope::new(unset)
         .map_err(|e| anyhow::anyhow!("tract rejected pvtherm's convolution settings: {e:#}"))

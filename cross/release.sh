@@ -212,12 +212,12 @@ ensure_binfmt() {
     local name conf
     name=$(qemu_for "$1" | sed 's/-static$//')
     conf=/usr/lib/binfmt.d/$name.conf
-    [ -e "/proc/sys/fs/binfmt_misc/$name" ] && return 0
+    grep -qx enabled "/proc/sys/fs/binfmt_misc/$name" 2>/dev/null && return 0
     [ -e /proc/sys/fs/binfmt_misc/register ] \
         || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || return 1
     [ -f "$conf" ] || return 1
     $SUDO sh -c "cat '$conf' > /proc/sys/fs/binfmt_misc/register" 2>/dev/null || return 1
-    [ -e "/proc/sys/fs/binfmt_misc/$name" ]
+    grep -qx enabled "/proc/sys/fs/binfmt_misc/$name"
 }
 
 # True if anything is mounted at or below directory $1 (never delete it then).

@@ -400,6 +400,12 @@ fn killed_daemon_gets_its_last_will_and_its_outbox_survives() {
     let (ok, stderr) = wait_exit(spawn_daemon(&config), Duration::from_secs(120));
     assert!(ok, "restart on the same outbox failed: {stderr}");
     assert!(!stderr.contains("corrupt"), "{stderr}");
+    // The clean exit's `offline` may still be on its way to the subscriber.
+    sub.wait_for(Duration::from_secs(10), |m| {
+        m.iter()
+            .rfind(|m| m.topic == "pvtherm/pole/availability")
+            .is_some_and(|m| m.payload == b"offline")
+    });
     let availability: Vec<String> = sub
         .on_topic("pvtherm/pole/availability")
         .iter()

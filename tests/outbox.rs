@@ -259,19 +259,27 @@ fn page_bound_full_outbox_evicts_counts_and_shrinks_after_draining() {
     );
 }
 
-#[test]
-fn full_file_system_keeps_running_counts_and_recovers() {
+/// A 4 MiB tmpfs (root only; `None`, said on stderr, elsewhere) with a 1 MiB
+/// filler file in it: deleting the filler is "space returns".
+fn small_tmpfs_with_filler() -> Option<(Tmpfs, std::path::PathBuf)> {
     if !is_root() {
         eprintln!("skipped: mounting a tmpfs needs root");
-        return;
+        return None;
     }
     let Some(fs) = Tmpfs::mount(4 << 20) else {
         eprintln!("skipped: cannot mount a tmpfs here");
-        return;
+        return None;
     };
-    // A filler takes a quarter of the file system; deleting it is "space returns".
     let filler = fs.dir.path().join("filler");
     std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
+    Some((fs, filler))
+}
+
+#[test]
+fn full_file_system_keeps_running_counts_and_recovers() {
+    let Some((fs, filler)) = small_tmpfs_with_filler() else {
+        return;
+    };
     let outbox = OutboxConfig {
         path: fs.dir.path().join("outbox.sqlite"),
         ..OutboxConfig::default()
@@ -349,16 +357,9 @@ fn store(ob: &mut Outbox, m: Outgoing) {
 
 #[test]
 fn truly_full_file_system_new_defects_replace_old_detections() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let Some(fs) = Tmpfs::mount(4 << 20) else {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some((fs, filler)) = small_tmpfs_with_filler() else {
         return;
     };
-    let filler = fs.dir.path().join("filler");
-    std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
     // max_bytes (256 MiB) far above the file system: the file system is what fills.
     let cfg = OutboxConfig {
         path: fs.dir.path().join("outbox.sqlite"),

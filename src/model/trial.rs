@@ -71,41 +71,30 @@ pub fn load_fastest(
         return Ok((ModelStack::load(config)?, None));
     }
     let start = Instant::now();
-    let mut pairs = [Precision::F32, Precision::Int8]
-        .into_iter()
-        .map(|p| Ok((ModelStack::load(&config.with_precision(p))?, Vec::new())))
-        .collect::<Result<Vec<(ModelStack, Vec<f32>)>>>()?;
+    let mut f32_pair = Timed::load(config, Precision::F32)?;
+    let mut int8_pair = Timed::load(config, Precision::Int8)?;
     // The first run of a tract plan allocates its scratch space: not timed.
-    for (stack, _) in pairs.iter_mut() {
-        stack.infer(sample)?;
-    }
+    f32_pair.stack.infer(sample)?;
+    int8_pair.stack.infer(sample)?;
     let timed = Instant::now();
     let mut round = 0;
     while round < MAX_RUNS && (round == 0 || timed.elapsed() < budget) {
         // Alternate which pair goes first, so neither always runs on the
         // caches the other left.
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let (stack, times) = &mut pairs[i];
-            let t = Instant::now();
-            stack.infer(sample)?;
-            times.push(t.elapsed().as_secs_f32() * 1e3);
-        }
+        let (first, second) = if round % 2 == 0 {
+            (&mut f32_pair, &mut int8_pair)
+        } else {
+            (&mut int8_pair, &mut f32_pair)
+        };
+        first.run(sample)?;
+        second.run(sample)?;
         round += 1;
     }
-    let mut pairs = pairs.into_iter();
-    let (Some((f32_stack, mut f32_times)), Some((int8_stack, mut int8_times))) =
-        (pairs.next(), pairs.next())
-    else {
-        unreachable!("two pairs were loaded")
-    };
-    // Each list holds at least one run (round 0 always runs).
-    let f32_ms = median(&mut f32_times).unwrap_or(f32::INFINITY);
-    let int8_ms = median(&mut int8_times).unwrap_or(f32::INFINITY);
+    let (f32_ms, int8_ms) = (f32_pair.median_ms(), int8_pair.median_ms());
     let (chosen, stack) = if int8_ms < f32_ms {
-        (Precision::Int8, int8_stack)
+        (Precision::Int8, int8_pair.stack)
     } else {
-        (Precision::F32, f32_stack)
+        (Precision::F32, f32_pair.stack)
     };
     let trial = PrecisionTrial {
         chosen,
@@ -117,6 +106,35 @@ pub fn load_fastest(
     Ok((stack, Some(trial)))
 }
 
+/// One built-in pair under trial and the times of its timed runs.
+struct Timed {
+    stack: ModelStack,
+    times_ms: Vec<f32>,
+}
+
+impl Timed {
+    /// Loads the built-in pair `precision` with the rest of `config`.
+    fn load(config: &ModelConfig, precision: Precision) -> Result<Self> {
+        Ok(Self {
+            stack: ModelStack::load(&config.with_precision(precision))?,
+            times_ms: Vec::new(),
+        })
+    }
+
+    /// One timed run of the whole stack on `sample`.
+    fn run(&mut self, sample: &Frame) -> Result<()> {
+        let t = Instant::now();
+        self.stack.infer(sample)?;
+        self.times_ms.push(t.elapsed().as_secs_f32() * 1e3);
+        Ok(())
+    }
+
+    /// Median run time; every pair has at least one run (round 0 always runs).
+    fn median_ms(&mut self) -> f32 {
+        median(&mut self.times_ms).unwrap_or(f32::INFINITY)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,10 +144,10 @@ mod tests {
         let sample = crate::imageio::sample_frame().unwrap();
         let config = ModelConfig::default();
         assert_eq!(config.precision, PrecisionChoice::Auto);
-        let budget = Duration::from_millis(300);
-        let (stack, trial) = load_fastest(&config, &sample, budget).unwrap();
+        // A generous budget: every one of the rounds runs.
+        let (stack, trial) = load_fastest(&config, &sample, Duration::from_secs(60)).unwrap();
         let trial = trial.expect("auto with built-in models times both pairs");
-        assert!((1..=MAX_RUNS as u32).contains(&trial.runs), "{trial:?}");
+        assert_eq!(trial.runs, MAX_RUNS as u32, "{trial:?}");
         let faster = if trial.int8_ms < trial.f32_ms {
             Precision::Int8
         } else {
@@ -141,13 +159,18 @@ mod tests {
             "{} runs, {trial}",
             stack.detector.label()
         );
-        // The trial stops starting rounds once the budget is spent: at most
-        // one round over it, after loading and the warm-up.
-        assert!(trial.took_ms > 0.0 && trial.took_ms.is_finite());
+        // No budget: one round still runs, so there is something to compare.
+        let (_, trial) = load_fastest(&config, &sample, Duration::ZERO).unwrap();
+        let trial = trial.unwrap();
+        assert_eq!(trial.runs, 1, "{trial:?}");
+        assert!(
+            trial.f32_ms.is_finite() && trial.int8_ms.is_finite(),
+            "{trial:?}"
+        );
 
         // A named pair or model file leaves nothing to choose.
         let fixed = ModelConfig::default().with_precision(Precision::Int8);
-        let (stack, trial) = load_fastest(&fixed, &sample, budget).unwrap();
+        let (stack, trial) = load_fastest(&fixed, &sample, Duration::ZERO).unwrap();
         assert!(trial.is_none());
         assert!(stack.detector.label().contains("int8"));
     }

@@ -9,7 +9,7 @@ use crate::analysis::{Analyser, AnalysisConfig, FrameAnalysis, FusionRule};
 use crate::frame::Frame;
 use crate::messages::ModelInfo;
 use crate::model::trial::{self, PrecisionTrial};
-use crate::model::{ModelConfig, ModelStack, PrecisionChoice};
+use crate::model::{ModelConfig, ModelStack};
 use crate::position::Position;
 
 /// The models and the analysis state, loaded once.
@@ -41,12 +41,8 @@ impl Inspector {
         model: &ModelConfig,
         analysis: AnalysisConfig,
     ) -> Result<(Self, Option<PrecisionTrial>)> {
-        let (stack, trial) = if model.precision == PrecisionChoice::Auto {
-            let sample = crate::imageio::sample_frame()?;
-            trial::load_fastest(model, &sample, trial::TRIAL_BUDGET)?
-        } else {
-            (ModelStack::load(model)?, None)
-        };
+        let sample = crate::imageio::sample_frame()?;
+        let (stack, trial) = trial::load_fastest(model, &sample, trial::TRIAL_BUDGET)?;
         Ok((Self::with_stack(stack, model, analysis)?, trial))
     }
 

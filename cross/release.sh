@@ -30,7 +30,8 @@
 #   5. the proof (PROVE=0 skips it): the x86_64 reference `pvtherm detect --json`
 #      on tests/fixtures/pv/images/*.jpg (f32 and int8); per target a Debian root
 #      file system of the target's architecture (debootstrap, SUITE=bullseye:
-#      glibc 2.31), where, under qemu-user through binfmt_misc, `dpkg -i` installs
+#      glibc 2.31; started in the background after step 1, so that it overlaps
+#      the builds), where, under qemu-user through binfmt_misc, `dpkg -i` installs
 #      the .deb (maintainer scripts: system user), `pvtherm check-config
 #      /etc/pvtherm/pvtherm.toml` passes, `pvtherm detect --json` runs as the
 #      user pvtherm and its JSON is compared with x86_64's
@@ -224,22 +225,62 @@ ensure_binfmt() {
 # True if anything is mounted at or below directory $1 (never delete it then).
 has_mounts() { awk -v d="$1" '$2 == d || index($2, d "/") == 1 { found = 1 } END { exit !found }' /proc/mounts; }
 
-# A fresh copy of the $SUITE root file system for target $1 (debootstrap made
-# once, kept under target/release-tools/rootfs); prints its path.
+# The $SUITE root file system for target $1, made by debootstrap once and kept
+# under target/release-tools/rootfs ($2: chroot, or qemu-L when the target's
+# programs cannot run through binfmt_misc). Does nothing if it is there.
+base_rootfs() {
+    local arch base
+    arch=$(deb_arch "$1")
+    base=$TOOLS/rootfs/$SUITE-$arch
+    [ -x "$base/usr/bin/dpkg" ] && return 0
+    $SUDO rm -rf "$base"
+    if [ "$2" = chroot ]; then
+        $SUDO debootstrap --variant=minbase --include=adduser --arch="$arch" "$SUITE" "$base" "$MIRROR" >&2
+    else
+        # Unpacked only: the second stage would need to run the target's programs.
+        $SUDO debootstrap --foreign --variant=minbase --arch="$arch" "$SUITE" "$base" "$MIRROR" >&2
+    fi
+}
+
+# How target $1's programs run here: chroot (binfmt_misc) or qemu-L.
+run_mode() { if ensure_binfmt "$1"; then echo chroot; else echo qemu-L; fi; }
+
+# Starts base_rootfs for every target in the background, so that debootstrap's
+# downloads overlap the builds instead of following them; ROOTFS_JOBS holds
+# "target:pid" pairs for wait_rootfs.
+ROOTFS_JOBS=()
+start_rootfs() {
+    local t
+    for t in $TARGETS; do
+        ( start=$EPOCHREALTIME
+          if [ -x "$TOOLS/rootfs/$SUITE-$(deb_arch "$t")/usr/bin/dpkg" ]; then
+              echo "kept from an earlier run"
+          else
+              base_rootfs "$t" "$(run_mode "$t")"
+              echo "debootstrap took $(since "$start") s"
+          fi ) >"$PROOF/$(deb_arch "$t")-debootstrap.log" 2>&1 &
+        ROOTFS_JOBS+=("$t:$!")
+    done
+}
+
+# Waits for target $1's background debootstrap; stops the script if it failed.
+wait_rootfs() {
+    local job log
+    log=$PROOF/$(deb_arch "$1")-debootstrap.log
+    for job in "${ROOTFS_JOBS[@]}"; do
+        [ "${job%%:*}" = "$1" ] || continue
+        wait "${job#*:}" || die "debootstrap of the $SUITE $(deb_arch "$1") root file system failed: see $log"
+        summary+=("$1: root file system (in the background): $(tail -1 "$log")")
+    done
+}
+
+# A fresh copy of target $1's root file system (base_rootfs, mode $2); prints its path.
 fresh_rootfs() {
     local arch base work
     arch=$(deb_arch "$1")
     base=$TOOLS/rootfs/$SUITE-$arch
     work=$TOOLS/rootfs/$SUITE-$arch-work
-    if [ ! -x "$base/usr/bin/dpkg" ]; then
-        $SUDO rm -rf "$base"
-        if [ "$2" = chroot ]; then
-            $SUDO debootstrap --variant=minbase --include=adduser --arch="$arch" "$SUITE" "$base" "$MIRROR" >&2
-        else
-            # Unpacked only: the second stage would need to run the target's programs.
-            $SUDO debootstrap --foreign --variant=minbase --arch="$arch" "$SUITE" "$base" "$MIRROR" >&2
-        fi
-    fi
+    base_rootfs "$1" "$2"
     has_mounts "$work" && die "something is still mounted under $work: unmount it first"
     $SUDO rm -rf "$work"
     $SUDO cp -a "$base" "$work"
@@ -313,8 +354,9 @@ prove_target() {
     T=$t
     LOG=$PROOF/$arch-rootfs.log
     : >"$LOG"
-    local mode=qemu-L
-    ensure_binfmt "$t" && mode=chroot
+    local mode
+    mode=$(run_mode "$t")
+    wait_rootfs "$t"
     rootfs=$(fresh_rootfs "$t" "$mode")
     summary+=("$t: package Depends: $(dpkg-deb -f "$deb" Depends)")
     # The fixtures at the same relative paths as in the reference run.
@@ -397,6 +439,7 @@ reference() {
 
 summary+=("source: $(git describe --always --dirty 2>/dev/null || echo 'not a git checkout'), version $VERSION, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH")
 timed "tools" install_tools
+[ "$PROVE" = 1 ] && start_rootfs
 debs=()
 for t in $TARGETS; do
     timed "$t: build ($BUILDER)" build_target "$t"

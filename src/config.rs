@@ -476,6 +476,12 @@ mod tests {
                 "[source.v4l2]\nreopen_interval = \"100years\"\n",
                 "[source.v4l2] reopen_interval",
             ),
+            ("[source]\nmax_pixels = 0\n", "[source] max_pixels = 0"),
+            ("[source]\nmax_pixels = 4799\n", "[source] max_pixels"),
+            ("[source]\nmax_pixels = 268435457\n", "[source] max_pixels"),
+            ("[source]\nmax_pixels = -1\n", "max_pixels"),
+            ("[source]\nmax_pixels = nan\n", "max_pixels"),
+            ("[source]\nmax_pixels = 3.2e7\n", "max_pixels"),
         ] {
             let err = Config::parse(text, Path::new("t.toml"))
                 .map(|_| ())

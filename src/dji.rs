@@ -56,6 +56,7 @@
 
 use thiserror::Error;
 
+use crate::decode_limit::{PixelLimit, TooLarge};
 use crate::exif::{self, Metadata};
 use crate::jpeg::{self, JpegError, Segment};
 
@@ -155,6 +156,9 @@ pub(crate) enum DjiError {
         camera: String,
         detail: String,
     },
+    /// The raw plane is larger than the pixel limit allows.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
 }
 
 /// One camera pvtherm knows: what its raw values mean and its pixel pitch.
@@ -212,8 +216,9 @@ const SENSOR_SIZES: &[(u32, u32)] = &[(640, 512), (1280, 1024), (320, 256)];
 /// Reads a DJI-native thermal JPEG. `Ok(None)` when the file is not one (not
 /// made by DJI, or a DJI photo without a raw thermal plane, e.g. from the
 /// visible camera); an error when it is a DJI thermal file that cannot be
-/// read, naming the camera, the segment and what to do.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Option<DjiThermal>, DjiError> {
+/// read, naming the camera, the segment and what to do. A plane over `limit`
+/// is refused before its pixels are copied out.
+pub(crate) fn parse(bytes: &[u8], limit: PixelLimit) -> Result<Option<DjiThermal>, DjiError> {
     let segments = jpeg::segments(bytes)?;
     let metadata = exif::from_jpeg_segments(&segments);
     if metadata.make.as_deref() != Some("DJI") {
@@ -246,6 +251,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Option<DjiThermal>, DjiError> {
         return Ok(None);
     };
     let (data, (width, height)) = plane;
+    limit.check(
+        &format!("DJI {camera} raw plane"),
+        width.into(),
+        height.into(),
+    )?;
     let raw = data
         .chunks_exact(2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -419,6 +429,11 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::parse`] with the default pixel limit, which every fixture is under.
+    fn parse(bytes: &[u8]) -> Result<Option<DjiThermal>, DjiError> {
+        super::parse(bytes, PixelLimit::DEFAULT)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::decode_limit::{PixelLimit, TooLarge};
 use crate::radiometry::{PlanckParams, KELVIN};
 
 /// Largest raw image side we accept (sanity bound against corrupt records).
@@ -54,12 +55,16 @@ pub enum FlirError {
     /// Well-formed data in an encoding pvtherm does not decode.
     #[error("unsupported FLIR data: {0}")]
     Unsupported(String),
+    /// The raw image is larger than the pixel limit allows.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
 }
 
 type FlirResult<T> = Result<T, FlirError>;
 
 /// Reads a FLIR R-JPEG or a standalone FFF file (detected by content).
-/// Errors name the file and the problem.
+/// Errors name the file and the problem. Raw images are bounded by the
+/// default [`PixelLimit`].
 pub fn read_file(path: &Path) -> anyhow::Result<RadiometricImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("{}: cannot read file", path.display()))?;
@@ -67,20 +72,22 @@ pub fn read_file(path: &Path) -> anyhow::Result<RadiometricImage> {
         .with_context(|| format!("{}: cannot read FLIR radiometric data", path.display()))
 }
 
-/// Parses an in-memory R-JPEG (starts with the JPEG SOI marker) or FFF file.
+/// Parses an in-memory R-JPEG (starts with the JPEG SOI marker) or FFF file,
+/// with the default [`PixelLimit`].
 pub fn parse_bytes(bytes: &[u8]) -> FlirResult<RadiometricImage> {
+    let limit = PixelLimit::DEFAULT;
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        parse_rjpeg(bytes)
+        parse_rjpeg(bytes, limit)
     } else {
-        parse_fff(bytes)
+        parse_fff(bytes, limit)
     }
 }
 
 /// Parses a FLIR radiometric JPEG: collects the FLIR APP1 chunks and parses
-/// the FFF container they form.
-pub fn parse_rjpeg(jpeg: &[u8]) -> FlirResult<RadiometricImage> {
+/// the FFF container they form; a raw image over `limit` is refused.
+pub fn parse_rjpeg(jpeg: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
     let fff = extract_flir_app1(jpeg)?;
-    parse_fff(&fff)
+    parse_fff(&fff, limit)
 }
 
 /// Concatenates, in chunk order, the payloads of the JPEG's APP1 segments that
@@ -202,8 +209,9 @@ const REC_RAW_DATA: u16 = 0x01;
 const REC_CAMERA_INFO: u16 = 0x20;
 
 /// Parses an FFF container (standalone `.fff` file or the concatenated FLIR
-/// APP1 payload of an R-JPEG).
-pub fn parse_fff(fff: &[u8]) -> FlirResult<RadiometricImage> {
+/// APP1 payload of an R-JPEG). The RawData size is checked against `limit`
+/// before its pixels are decoded.
+pub fn parse_fff(fff: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
     if fff.len() < 4 || !(fff.starts_with(b"FFF\0") || fff.starts_with(b"AFF\0")) {
         return Err(FlirError::Corrupt(
             "no FFF header (expected \"FFF\\0\")".into(),
@@ -283,11 +291,14 @@ pub fn parse_fff(fff: &[u8]) -> FlirResult<RadiometricImage> {
     }
     .with_record_order()?;
     let planck = parse_camera_info(&info)?;
-    let (width, height, raw) = parse_raw_data(Reader {
-        data: raw_rec,
-        order,
-        what: "RawData record",
-    })?;
+    let (width, height, raw) = parse_raw_data(
+        Reader {
+            data: raw_rec,
+            order,
+            what: "RawData record",
+        },
+        limit,
+    )?;
     Ok(RadiometricImage {
         width,
         height,
@@ -349,8 +360,9 @@ fn c_string(b: &[u8]) -> String {
 }
 
 /// Decodes the RawData record: u16 width at 2, height at 4, image from 0x20,
-/// either plain u16 in the record's byte order, a PNG or a TIFF.
-fn parse_raw_data(r: Reader) -> FlirResult<(u32, u32, Vec<u16>)> {
+/// either plain u16 in the record's byte order, a PNG or a TIFF; a size over
+/// `limit` is refused from the header.
+fn parse_raw_data(r: Reader, limit: PixelLimit) -> FlirResult<(u32, u32, Vec<u16>)> {
     let r = r.with_record_order()?;
     let (w, h) = (r.u16(2)? as usize, r.u16(4)? as usize);
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
@@ -358,13 +370,14 @@ fn parse_raw_data(r: Reader) -> FlirResult<(u32, u32, Vec<u16>)> {
             "RawData has an impossible size {w}x{h}"
         )));
     }
+    limit.check("FLIR RawData", w as u64, h as u64)?;
     let body = r.data.get(0x20..).unwrap_or_default();
     let n = w * h;
     let raw = if body.starts_with(b"\x89PNG\r\n\x1a\n") {
-        let raw = decode_embedded(body, image::ImageFormat::Png, w, h)?;
+        let raw = decode_embedded(body, image::ImageFormat::Png, w, h, limit)?;
         fix_png_byte_order(raw, w)
     } else if body.starts_with(b"II*\0") || body.starts_with(b"MM\0*") {
-        decode_embedded(body, image::ImageFormat::Tiff, w, h)?
+        decode_embedded(body, image::ImageFormat::Tiff, w, h, limit)?
     } else if body.starts_with(&[0xFF, 0xD8, 0xFF, 0xF7]) {
         // SOI + SOF55: the JPEG-LS frames of FLIR CSQ/SEQ video.
         return Err(FlirError::Unsupported(format!(
@@ -389,14 +402,17 @@ fn parse_raw_data(r: Reader) -> FlirResult<(u32, u32, Vec<u16>)> {
     Ok((w as u32, h as u32, raw))
 }
 
-/// Decodes an embedded 16-bit single-channel PNG or TIFF of the expected size.
+/// Decodes an embedded 16-bit single-channel PNG or TIFF of the expected
+/// size; `limit` bounds what its own header may claim.
 fn decode_embedded(
     body: &[u8],
     format: image::ImageFormat,
     w: usize,
     h: usize,
+    limit: PixelLimit,
 ) -> FlirResult<Vec<u16>> {
-    let img = crate::decode_limit::decode_image(body, format)
+    let img = limit
+        .decode_image(body, format)
         .map_err(|e| FlirError::Corrupt(format!("embedded {format:?} raw image: {e:#}")))?;
     if (img.width() as usize, img.height() as usize) != (w, h) {
         return Err(FlirError::Corrupt(format!(
@@ -518,7 +534,10 @@ mod tests {
         let bytes = std::fs::read(fixture("bad/no_flir_20180630_154039.jpg")).unwrap();
         assert!(matches!(parse_bytes(&bytes), Err(FlirError::NoFlirData)));
         assert!(matches!(parse_bytes(b"hello"), Err(FlirError::Corrupt(_))));
-        assert!(matches!(parse_rjpeg(b"hello"), Err(FlirError::NotJpeg)));
+        assert!(matches!(
+            parse_rjpeg(b"hello", PixelLimit::DEFAULT),
+            Err(FlirError::NotJpeg)
+        ));
     }
 
     #[test]

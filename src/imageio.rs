@@ -24,6 +24,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 
+use crate::decode_limit::PixelLimit;
 use crate::formats::{self, RadiometricMode};
 use crate::frame::{Decoded, Frame, Pixels};
 use crate::provenance::{self, Provenance};
@@ -72,6 +73,9 @@ pub struct LoadOptions {
     /// degrees C = raw * scale + offset for 16-bit TIFFs of cameras whose
     /// scale pvtherm does not know (`[source.replay] raw_scale` / `raw_offset`).
     pub raw_scale: Option<(f32, f32)>,
+    /// Most pixels a decoded image may have (`[source] max_pixels`), checked
+    /// from the header before anything of that size is allocated.
+    pub pixel_limit: PixelLimit,
 }
 
 /// A real 640x512 drone frame built into the binary (an 8-bit rendering of
@@ -80,7 +84,7 @@ pub struct LoadOptions {
 /// choice is made before the camera delivers anything.
 pub fn sample_frame() -> anyhow::Result<Frame> {
     const SAMPLE: &[u8] = include_bytes!("../models/timing-frame.jpg");
-    let decoded = decode_raster(SAMPLE, image::ImageFormat::Jpeg)?;
+    let decoded = decode_raster(SAMPLE, image::ImageFormat::Jpeg, PixelLimit::DEFAULT)?;
     Ok(decoded.into_frame(0, SystemTime::now(), "built-in sample frame".into())?)
 }
 
@@ -120,6 +124,7 @@ pub fn load_frame_with(path: &Path, sequence: u64, options: &LoadOptions) -> any
 /// headerless formats.
 fn decode(path: &Path, bytes: &[u8], options: &LoadOptions) -> anyhow::Result<thermal::Loaded> {
     let plain = |d: anyhow::Result<Decoded>| d.map(|d| (d, Provenance::default()));
+    let limit = options.pixel_limit;
     if bytes.is_empty() {
         bail!("empty file");
     }
@@ -129,23 +134,23 @@ fn decode(path: &Path, bytes: &[u8], options: &LoadOptions) -> anyhow::Result<th
         bail!(thermal::CSQ_UNSUPPORTED);
     }
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        return thermal::decode_jpeg(bytes);
+        return thermal::decode_jpeg(bytes, limit);
     }
     if bytes.starts_with(b"FFF\0") {
-        return thermal::decode_fff(bytes);
+        return thermal::decode_fff(bytes, limit);
     }
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return plain(decode_raster(bytes, image::ImageFormat::Png));
+        return plain(decode_raster(bytes, image::ImageFormat::Png, limit));
     }
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         let scale = options
             .raw_scale
             .map(|(scale, offset)| RawScale { scale, offset });
-        return thermal::decode_tiff(bytes, scale);
+        return thermal::decode_tiff(bytes, scale, limit);
     }
     match extension(path).as_deref() {
-        Some("y16" | "y16le") => plain(decode_y16(path, bytes)),
-        Some("tjsn") => plain(decode_tjsn(bytes)),
+        Some("y16" | "y16le") => plain(decode_y16(path, bytes, limit)),
+        Some("tjsn") => plain(decode_tjsn(bytes, limit)),
         Some("jpg" | "jpeg") => bail!("not an image: no JPEG SOI marker"),
         Some(e) if EXTENSIONS.contains(&e) => {
             bail!("not an image: content does not match the .{e} extension")
@@ -159,8 +164,12 @@ fn decode(path: &Path, bytes: &[u8], options: &LoadOptions) -> anyhow::Result<th
 
 /// JPEG, PNG or TIFF through the `image` crate: 16-bit stays 16-bit, anything
 /// else becomes 8-bit luma. No absolute temperature (Relative).
-fn decode_raster(bytes: &[u8], format: image::ImageFormat) -> anyhow::Result<Decoded> {
-    let img = crate::decode_limit::decode_image(bytes, format)?;
+fn decode_raster(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    limit: PixelLimit,
+) -> anyhow::Result<Decoded> {
+    let img = limit.decode_image(bytes, format)?;
     let (width, height) = (img.width(), img.height());
     let pixels = match img {
         image::DynamicImage::ImageLuma8(b) => Pixels::Gray8(b.into_raw()),
@@ -180,7 +189,7 @@ fn decode_raster(bytes: &[u8], format: image::ImageFormat) -> anyhow::Result<Dec
 }
 
 /// Headerless u16 little-endian frame, size from the name or the length.
-fn decode_y16(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
+fn decode_y16(path: &Path, bytes: &[u8], limit: PixelLimit) -> anyhow::Result<Decoded> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -201,7 +210,7 @@ fn decode_y16(path: &Path, bytes: &[u8]) -> anyhow::Result<Decoded> {
         }
         None => size_from_len(bytes.len())?,
     };
-    lepton_frame(width, height, bytes)
+    lepton_frame(width, height, bytes, limit)
 }
 
 /// `name.160x120.y16le` -> (160, 120): the first `WxH` dot-separated part.
@@ -227,7 +236,13 @@ fn size_from_len(len: usize) -> anyhow::Result<(u32, u32)> {
 
 /// A packed Lepton u16 LE frame, through the camera's Y16 decoder with the
 /// content judged per frame, so a file and the camera read the same.
-fn lepton_frame(width: u32, height: u32, bytes: &[u8]) -> anyhow::Result<Decoded> {
+fn lepton_frame(
+    width: u32,
+    height: u32,
+    bytes: &[u8],
+    limit: PixelLimit,
+) -> anyhow::Result<Decoded> {
+    limit.check("raw frame", width.into(), height.into())?;
     Ok(formats::decode_y16(
         width,
         height,
@@ -237,7 +252,7 @@ fn lepton_frame(width: u32, height: u32, bytes: &[u8]) -> anyhow::Result<Decoded
 }
 
 /// tCam `.tjsn`: `{"metadata": {...}, "radiometric": "<base64 u16 LE>", ...}`.
-fn decode_tjsn(bytes: &[u8]) -> anyhow::Result<Decoded> {
+fn decode_tjsn(bytes: &[u8], limit: PixelLimit) -> anyhow::Result<Decoded> {
     #[derive(serde::Deserialize)]
     struct Tjsn {
         radiometric: String,
@@ -247,7 +262,7 @@ fn decode_tjsn(bytes: &[u8]) -> anyhow::Result<Decoded> {
     let raw = decode_base64(&doc.radiometric)
         .context("tCam \"radiometric\" field is not valid base64")?;
     let (w, h) = size_from_len(raw.len()).context("tCam \"radiometric\" field")?;
-    lepton_frame(w, h, &raw)
+    lepton_frame(w, h, &raw, limit)
 }
 
 /// Standard base64 (RFC 4648, with or without padding; whitespace ignored).
@@ -418,6 +433,52 @@ mod tests {
             let err = format!("{:#}", load_frame(&fixture(name), 0).unwrap_err());
             let file = name.rsplit('/').next().unwrap();
             assert!(err.contains(file) && err.contains(problem), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_lowered_pixel_limit_refuses_real_frames_of_every_format_naming_the_key() {
+        // Every decoder path, on real frames (PNG and TIFF written from a
+        // real Lepton frame), with a limit of 100x100: each is refused with
+        // the limit and the key to raise, and each loads with the default.
+        let dir = tempfile::tempdir().unwrap();
+        let fox = load_frame(&fixture("lepton/fox.160x120.y16le"), 0).unwrap();
+        let Pixels::Gray16(v) = fox.pixels() else {
+            panic!("the Lepton fixture is 16-bit")
+        };
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(160, 120, v.clone()).unwrap();
+        let mut files: Vec<PathBuf> = ["png", "tiff"]
+            .iter()
+            .map(|ext| {
+                let p = dir.path().join(format!("fox.{ext}"));
+                img.save(&p).unwrap();
+                p
+            })
+            .collect();
+        files.extend(
+            [
+                "pv/images/001R.jpg",
+                "fff/frame_000000_le.fff",
+                "dji/H20T_a.jpg",
+                "bad/no_flir_20180630_154039.jpg",
+                "lepton/fox.160x120.y16le",
+                "lepton/agc_off.tjsn",
+            ]
+            .map(fixture),
+        );
+        let small = LoadOptions {
+            pixel_limit: PixelLimit::new(100 * 100),
+            ..LoadOptions::default()
+        };
+        for file in &files {
+            let err = format!("{:#}", load_frame_with(file, 0, &small).unwrap_err());
+            assert!(
+                err.contains("over the limit of 10000 pixels")
+                    && err.contains("[source] max_pixels = 10000"),
+                "{}: {err}",
+                file.display()
+            );
+            load_frame_with(file, 0, &LoadOptions::default()).unwrap();
         }
     }
 

@@ -311,6 +311,7 @@ async fn run_async(
                     },
                     analysis: config.analysis.clone(),
                     render: config.render.clone(),
+                    pixel_limit: config.source.max_pixels,
                     mode: "daemon",
                 },
                 live.clone(),

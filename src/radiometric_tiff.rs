@@ -27,6 +27,7 @@ use tiff::decoder::{Decoder, DecodingResult};
 use tiff::tags::Tag;
 use tiff::ColorType;
 
+use crate::decode_limit::PixelLimit;
 use crate::exif::{self, Metadata};
 
 /// degrees C = raw * `scale` + `offset` for a 16-bit TIFF.
@@ -72,14 +73,16 @@ pub(crate) struct RadiometricTiff {
 
 /// Reads a single-channel float or 16-bit TIFF as a radiometric frame;
 /// `configured` is the `[source.replay] raw_scale` / `raw_offset` pair for 16-bit
-/// files. `Ok(None)` for TIFFs that are pictures (8-bit, colour).
+/// files; `limit` bounds the size the header may claim. `Ok(None)` for TIFFs
+/// that are pictures (8-bit, colour).
 pub(crate) fn decode(
     bytes: &[u8],
     configured: Option<RawScale>,
+    limit: PixelLimit,
 ) -> anyhow::Result<Option<RadiometricTiff>> {
     let mut dec = Decoder::new(Cursor::new(bytes)).context("not a valid TIFF")?;
     let (width, height) = dec.dimensions().context("TIFF has no image size")?;
-    crate::decode_limit::check("TIFF", width.into(), height.into())?;
+    limit.check("TIFF", width.into(), height.into())?;
     let colour = dec.colortype().context("TIFF colour type")?;
     if !matches!(colour, ColorType::Gray(16 | 32 | 64)) {
         return Ok(None);
@@ -272,7 +275,9 @@ pub(crate) mod tests {
     #[test]
     fn float_tiff_gives_its_temperatures() {
         let values = [25.0f32, 31.5, -10.25, 80.0, f32::NAN, 45.5];
-        let t = decode(&float_tiff(3, 2, &values), None).unwrap().unwrap();
+        let t = decode(&float_tiff(3, 2, &values), None, PixelLimit::DEFAULT)
+            .unwrap()
+            .unwrap();
         assert_eq!((t.width, t.height), (3, 2));
         for (i, want) in [25.0, 31.5, -10.25, 80.0, 31.5, 45.5]
             .into_iter()
@@ -291,7 +296,9 @@ pub(crate) mod tests {
             .iter()
             .map(|c| c + 273.15)
             .collect();
-        let t = decode(&float_tiff(2, 2, &k), None).unwrap().unwrap();
+        let t = decode(&float_tiff(2, 2, &k), None, PixelLimit::DEFAULT)
+            .unwrap()
+            .unwrap();
         assert!((celsius(&t, 1) - 304.65).abs() < 0.006);
         assert!(
             t.warnings[0].contains("looks like kelvin"),
@@ -306,13 +313,13 @@ pub(crate) mod tests {
     fn flir_tlinear_and_configured_u16_tiffs() {
         let values = [7875u16, 7000, 7500, 8000];
         let tif = u16_tiff(2, 2, &values, Some(("FLIR", "Vue Pro R 640 13mm")));
-        let t = decode(&tif, None).unwrap().unwrap();
+        let t = decode(&tif, None, PixelLimit::DEFAULT).unwrap().unwrap();
         assert_eq!(t.scale, Some(FLIR_TLINEAR_HIGH_RES));
         assert!((celsius(&t, 0) - 41.85).abs() < 1e-3 && (celsius(&t, 1) - 6.85).abs() < 1e-3);
         assert_eq!(t.metadata.model.as_deref(), Some("Vue Pro R 640 13mm"));
         // A non-R Vue Pro, or no tags: relative, unless configured.
         let plain = u16_tiff(2, 2, &values, Some(("FLIR", "Vue Pro 640 9mm")));
-        let t = decode(&plain, None).unwrap().unwrap();
+        let t = decode(&plain, None, PixelLimit::DEFAULT).unwrap().unwrap();
         assert!(
             t.scale.is_none() && t.source.contains("FLIR Vue Pro 640 9mm"),
             "{}",
@@ -322,7 +329,7 @@ pub(crate) mod tests {
             scale: 0.01,
             offset: -273.15,
         };
-        let t = decode(&u16_tiff(2, 2, &values, None), Some(s))
+        let t = decode(&u16_tiff(2, 2, &values, None), Some(s), PixelLimit::DEFAULT)
             .unwrap()
             .unwrap();
         assert!((celsius(&t, 0) + 194.4).abs() < 1e-3 && t.source.contains("raw_scale"));
@@ -335,7 +342,9 @@ pub(crate) mod tests {
             .unwrap()
             .write_image::<colortype::Gray8>(2, 1, &[1, 2])
             .unwrap();
-        assert!(decode(&out.into_inner(), None).unwrap().is_none());
-        assert!(decode(b"II*\0garbage", None).is_err());
+        assert!(decode(&out.into_inner(), None, PixelLimit::DEFAULT)
+            .unwrap()
+            .is_none());
+        assert!(decode(b"II*\0garbage", None, PixelLimit::DEFAULT).is_err());
     }
 }

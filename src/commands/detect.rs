@@ -39,8 +39,9 @@ pub struct DetectArgs {
     pub min_frames: Option<u32>,
     /// Take `[model]`, `[analysis]` and `[render]` from this configuration
     /// file (the daemon's, so a survey is judged as the box judges frames),
-    /// and `[source.replay] raw_scale` / `raw_offset` for 16-bit TIFFs; the
-    /// flags above still override it.
+    /// `[source] max_pixels` for the decoded-size limit and `[source.replay]
+    /// raw_scale` / `raw_offset` for 16-bit TIFFs; the flags above still
+    /// override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -55,7 +56,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
             for warning in &config.warnings {
                 eprintln!("pvtherm: warning: {}: {warning}", file.display());
             }
-            load_options = config.source.replay.load_options()?;
+            load_options = config.source.load_options()?;
             (config.model, config.analysis, config.render)
         }
         // Survey images stand alone unless grouped: one sighting is a defect.

@@ -26,8 +26,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Take `[http]`, `[model]`, `[analysis]` (the fixed position for images
-    /// without one) and `[render]` from this configuration file; the flags
-    /// above still override it.
+    /// without one), `[render]` and `[source] max_pixels` (the uploads'
+    /// decoded-size limit) from this configuration file; the flags above
+    /// still override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -57,6 +58,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model: args.model.over(config.model.clone()),
         analysis: config.analysis.clone(),
         render: config.render.clone(),
+        pixel_limit: config.source.max_pixels,
         mode: "serve",
     };
     let server = WebServer::start(setup, Arc::new(LiveState::default()))?;

@@ -7,6 +7,7 @@
 //! read as a grey picture only when it has neither FLIR nor DJI raw data.
 
 use super::decode_raster;
+use crate::decode_limit::PixelLimit;
 use crate::dji::{self, Calibration, DjiThermal};
 use crate::exif::{self, Intrinsics, Metadata};
 use crate::flir::{self, FlirError, RadiometricImage};
@@ -31,33 +32,41 @@ pub(super) const CSQ_UNSUPPORTED: &str = "FLIR CSQ video: its frames are JPEG-LS
      which pvtherm reads";
 
 /// An R-JPEG (FLIR, then DJI-native) or, without raw thermal data, the
-/// visible picture as grey levels with the EXIF time and position.
-pub(super) fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<Loaded> {
+/// visible picture as grey levels with the EXIF time and position. Every
+/// path checks the size it is about to decode against `limit`.
+pub(super) fn decode_jpeg(bytes: &[u8], limit: PixelLimit) -> anyhow::Result<Loaded> {
     let meta = jpeg::segments(bytes)
         .map(|s| exif::from_jpeg_segments(&s))
         .unwrap_or_default();
-    match flir::parse_rjpeg(bytes) {
+    match flir::parse_rjpeg(bytes, limit) {
         Ok(img) => return Ok(from_flir(img, &meta)),
         Err(FlirError::NoFlirData) => {}
         Err(e) => return Err(e.into()),
     }
-    if let Some(t) = dji::parse(bytes)? {
+    if let Some(t) = dji::parse(bytes, limit)? {
         return Ok(from_dji(t));
     }
-    let decoded = decode_raster(bytes, image::ImageFormat::Jpeg)?;
+    let decoded = decode_raster(bytes, image::ImageFormat::Jpeg, limit)?;
     Ok(with_metadata(decoded, Provenance::default(), &meta, None))
 }
 
 /// A standalone FLIR FFF file.
-pub(super) fn decode_fff(bytes: &[u8]) -> anyhow::Result<Loaded> {
-    Ok(from_flir(flir::parse_fff(bytes)?, &Metadata::default()))
+pub(super) fn decode_fff(bytes: &[u8], limit: PixelLimit) -> anyhow::Result<Loaded> {
+    Ok(from_flir(
+        flir::parse_fff(bytes, limit)?,
+        &Metadata::default(),
+    ))
 }
 
 /// A radiometric TIFF (float degrees C, or 16-bit with a known or
 /// configured scale), else the TIFF as a grey picture.
-pub(super) fn decode_tiff(bytes: &[u8], raw_scale: Option<RawScale>) -> anyhow::Result<Loaded> {
-    let Some(t) = radiometric_tiff::decode(bytes, raw_scale)? else {
-        let decoded = decode_raster(bytes, image::ImageFormat::Tiff)?;
+pub(super) fn decode_tiff(
+    bytes: &[u8],
+    raw_scale: Option<RawScale>,
+    limit: PixelLimit,
+) -> anyhow::Result<Loaded> {
+    let Some(t) = radiometric_tiff::decode(bytes, raw_scale, limit)? else {
+        let decoded = decode_raster(bytes, image::ImageFormat::Tiff, limit)?;
         let meta = exif::from_tiff(bytes);
         return Ok(with_metadata(decoded, Provenance::default(), &meta, None));
     };
@@ -473,6 +482,7 @@ mod tests {
         );
         let options = LoadOptions {
             raw_scale: Some((0.04, -273.15)),
+            ..LoadOptions::default()
         };
         let f = load_frame_with(&path, 0, &options).unwrap();
         assert_eq!(note(&f).kind, "configured");

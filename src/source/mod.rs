@@ -62,6 +62,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode_limit::PixelLimit;
+use crate::imageio::LoadOptions;
 use replay::{ReplayConfig, ReplaySource};
 use v4l2::{V4l2Config, V4l2Source};
 
@@ -86,15 +88,35 @@ pub struct SourceConfig {
     pub replay: ReplayConfig,
     /// Settings of the camera source.
     pub v4l2: V4l2Config,
+    /// Most pixels an image file may decode to (replayed files, web
+    /// uploads, `detect --config`), checked from the header before anything
+    /// is allocated: a small file claiming a huge image is refused instead
+    /// of taking the box's memory.
+    pub max_pixels: PixelLimit,
 }
 
 impl SourceConfig {
-    /// Checks the selected source's settings.
+    /// Checks the pixel limit and the selected source's settings.
     pub fn validate(&self) -> anyhow::Result<()> {
+        crate::config_value::in_range(
+            crate::decode_limit::KEY,
+            self.max_pixels.pixels(),
+            PixelLimit::MIN..=PixelLimit::MAX,
+            " pixels",
+        )?;
         match self.kind {
             SourceKind::Replay => self.replay.validate(),
             SourceKind::V4l2 => self.v4l2.validate(),
         }
+    }
+
+    /// How image files are read: the pixel limit, and `[source.replay]`'s
+    /// 16-bit TIFF scale when configured.
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        Ok(LoadOptions {
+            raw_scale: self.replay.raw_scale()?,
+            pixel_limit: self.max_pixels,
+        })
     }
 
     /// Makes relative paths relative to the config file's folder.
@@ -108,7 +130,10 @@ impl SourceConfig {
     /// Opens the configured source.
     pub fn open(&self) -> anyhow::Result<Box<dyn FrameSource>> {
         match self.kind {
-            SourceKind::Replay => Ok(Box::new(ReplaySource::new(&self.replay)?)),
+            SourceKind::Replay => Ok(Box::new(ReplaySource::new(
+                &self.replay,
+                self.load_options()?,
+            )?)),
             // A camera missing at start is reported and waited for, like one
             // unplugged later: systemd should not restart-loop on a loose cable.
             SourceKind::V4l2 => Ok(Box::new(V4l2Source::open_or_wait(self.v4l2.clone())?)),

@@ -61,13 +61,15 @@ impl ReplayConfig {
             )?;
         }
         list_files(&self.path).context("[source.replay] path")?;
-        self.load_options()?;
+        self.raw_scale()?;
         Ok(())
     }
 
-    /// How the files are read: the 16-bit TIFF scale, when configured.
-    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
-        let raw_scale = match (self.raw_scale, self.raw_offset) {
+    /// The scale and offset of 16-bit TIFFs, when configured (both or
+    /// neither; [`super::SourceConfig::load_options`] puts them with the
+    /// other load options).
+    pub fn raw_scale(&self) -> anyhow::Result<Option<(f32, f32)>> {
+        Ok(match (self.raw_scale, self.raw_offset) {
             (None, None) => None,
             (Some(scale), Some(offset)) => {
                 if !(scale.is_finite() && scale != 0.0 && offset.is_finite()) {
@@ -82,8 +84,7 @@ impl ReplayConfig {
                 "[source.replay] raw_scale and raw_offset go together: set both \
                  (e.g. 0.04 and -273.15) or neither"
             ),
-        };
-        Ok(LoadOptions { raw_scale })
+        })
     }
 }
 
@@ -103,18 +104,18 @@ pub struct ReplaySource {
     skipped: u64,
     /// Frames delivered in the current pass (a looping pass with none is fatal).
     emitted_this_pass: u64,
-    /// How files are read (`[source.replay] raw_scale` / `raw_offset`).
+    /// How files are read (`[source] max_pixels`, `[source.replay]
+    /// raw_scale` / `raw_offset`).
     options: LoadOptions,
 }
 
 impl ReplaySource {
-    /// Opens the folder or file of `config.path`. Fails when the path does not
-    /// exist or holds no supported files.
-    pub fn new(config: &ReplayConfig) -> anyhow::Result<Self> {
+    /// Opens the folder or file of `config.path`, to be read with `options`.
+    /// Fails when the path does not exist or holds no supported files.
+    pub fn new(config: &ReplayConfig, options: LoadOptions) -> anyhow::Result<Self> {
         config.validate()?;
         let files = list_files(&config.path)?;
-        let mut source = Self::from_files(files, config.fps, config.loop_forever)?;
-        source.options = config.load_options()?;
+        let mut source = Self::from_files(files, config.fps, config.loop_forever, options)?;
         source.describe = format!(
             "replay of {} ({} files)",
             config.path.display(),
@@ -123,14 +124,19 @@ impl ReplaySource {
         Ok(source)
     }
 
-    /// A replay of exactly these files, in this order.
-    pub fn from_files(files: Vec<PathBuf>, fps: f64, loop_forever: bool) -> anyhow::Result<Self> {
+    /// A replay of exactly these files, in this order, read with `options`.
+    pub fn from_files(
+        files: Vec<PathBuf>,
+        fps: f64,
+        loop_forever: bool,
+        options: LoadOptions,
+    ) -> anyhow::Result<Self> {
         if files.is_empty() {
             bail!("replay: no files to play");
         }
         let period = (fps > 0.0 && fps.is_finite()).then(|| Duration::from_secs_f64(1.0 / fps));
         // Radiometric until a frame says otherwise; set from each frame loaded.
-        let radiometric = imageio::load_frame(&files[0], 0)
+        let radiometric = imageio::load_frame_with(&files[0], 0, &options)
             .map(|f| f.radiometry.is_absolute())
             .unwrap_or(false);
         Ok(ReplaySource {
@@ -144,7 +150,7 @@ impl ReplaySource {
             radiometric,
             skipped: 0,
             emitted_this_pass: 0,
-            options: LoadOptions::default(),
+            options,
         })
     }
 
@@ -255,7 +261,7 @@ mod tests {
             fps: 0.0,
             ..ReplayConfig::default()
         };
-        let mut s = ReplaySource::new(&cfg).unwrap();
+        let mut s = ReplaySource::new(&cfg, LoadOptions::default()).unwrap();
         assert!(s.is_radiometric());
         let names = [
             "001R.jpg",
@@ -282,7 +288,7 @@ mod tests {
             fixtures().join("bad/not_an_image.jpg"),
             lep.join("fox.160x120.y16le"),
         ];
-        let mut s = ReplaySource::from_files(files, 50.0, true).unwrap();
+        let mut s = ReplaySource::from_files(files, 50.0, true, LoadOptions::default()).unwrap();
         let start = Instant::now();
         let origins: Vec<String> = (0..5)
             .map(|_| next_frame(&mut s))
@@ -301,7 +307,7 @@ mod tests {
     #[test]
     fn sequence_numbers_increase_across_loops() {
         let files = vec![fixtures().join("lepton/fox.160x120.y16le")];
-        let mut s = ReplaySource::from_files(files, 0.0, true).unwrap();
+        let mut s = ReplaySource::from_files(files, 0.0, true, LoadOptions::default()).unwrap();
         let seqs: Vec<u64> = (0..3).map(|_| next_frame(&mut s).sequence).collect();
         assert_eq!(seqs, [0, 1, 2]);
     }
@@ -309,8 +315,23 @@ mod tests {
     #[test]
     fn all_unreadable_is_an_error_not_a_busy_loop() {
         let files = vec![fixtures().join("bad/not_an_image.jpg")];
-        let mut s = ReplaySource::from_files(files, 0.0, true).unwrap();
+        let mut s = ReplaySource::from_files(files, 0.0, true, LoadOptions::default()).unwrap();
         assert!(s.next_event().is_err());
+    }
+
+    #[test]
+    fn the_configured_pixel_limit_reaches_the_replayed_files() {
+        // `[source] max_pixels` below the fixtures' 640x512: the source the
+        // configuration opens refuses each file (logged and counted).
+        let text = format!(
+            "kind = \"replay\"\nmax_pixels = 100000\n[replay]\npath = {:?}\nfps = 0\n",
+            fixtures().join("pv/images")
+        );
+        let config: crate::source::SourceConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        let mut s = config.open().unwrap();
+        assert!(matches!(s.next_event().unwrap(), SourceEvent::End));
+        assert_eq!(s.dropped_frames(), 6);
     }
 
     #[test]
@@ -328,19 +349,22 @@ mod tests {
         );
         // The 16-bit TIFF scale: both keys or neither.
         let cfg: ReplayConfig = toml::from_str("raw_scale = 0.04\nraw_offset = -273.15\n").unwrap();
-        assert_eq!(cfg.load_options().unwrap().raw_scale, Some((0.04, -273.15)));
+        assert_eq!(cfg.raw_scale().unwrap(), Some((0.04, -273.15)));
         let cfg: ReplayConfig = toml::from_str("raw_scale = 0.04\n").unwrap();
-        let err = cfg.load_options().unwrap_err().to_string();
+        let err = cfg.raw_scale().unwrap_err().to_string();
         assert!(
             err.contains("[source.replay] raw_scale and raw_offset"),
             "{err}"
         );
         assert!(toml::from_str::<ReplayConfig>("lop = true").is_err());
         assert!(ReplayConfig::default().validate().is_err());
-        let err = ReplaySource::new(&ReplayConfig {
-            path: "/nonexistent/x".into(),
-            ..Default::default()
-        });
+        let err = ReplaySource::new(
+            &ReplayConfig {
+                path: "/nonexistent/x".into(),
+                ..Default::default()
+            },
+            LoadOptions::default(),
+        );
         assert!(format!("{:#}", err.err().unwrap()).contains("/nonexistent/x"));
     }
 }

@@ -36,6 +36,7 @@ pub use config::HttpConfig;
 pub use live::LiveState;
 
 use crate::analysis::AnalysisConfig;
+use crate::decode_limit::PixelLimit;
 use crate::inspect::Inspector;
 use crate::model::ModelConfig;
 use crate::position::{Position, PositionConfig, PositionSourceKind};
@@ -52,6 +53,8 @@ pub struct WebSetup {
     pub model: ModelConfig,
     pub analysis: AnalysisConfig,
     pub render: RenderOptions,
+    /// Most pixels an uploaded image may decode to (`[source] max_pixels`).
+    pub pixel_limit: PixelLimit,
     /// `serve` or `daemon`: what `/api/v1/status` says and the live page expects.
     pub mode: &'static str,
 }
@@ -85,6 +88,7 @@ impl WebServer {
             AnalysisSetup {
                 render: setup.render,
                 fixed_position,
+                pixel_limit: setup.pixel_limit,
             },
             http.queue_depth as usize,
         )?;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::sync::oneshot;
 
-use crate::imageio;
+use crate::decode_limit::PixelLimit;
+use crate::imageio::{self, LoadOptions};
 use crate::inspect::Inspector;
 use crate::messages::ModelInfo;
 use crate::position::Position;
@@ -68,6 +69,9 @@ pub(crate) struct AnalysisSetup {
     /// Where the camera was for images that do not say (`[analysis.position]`
     /// fixed), or `None`.
     pub(crate) fixed_position: Option<Position>,
+    /// Most pixels an upload may decode to (`[source] max_pixels`): an
+    /// upload is a file from anyone who can reach the page.
+    pub(crate) pixel_limit: PixelLimit,
 }
 
 /// The handle the HTTP handlers hold.
@@ -195,7 +199,11 @@ fn analyse_one(
         .and_then(|()| file.flush())
         .context("cannot write the upload to a temporary file")?;
     let temp = file.path().display().to_string();
-    let loaded = imageio::load_frame(file.path(), sequence);
+    let options = LoadOptions {
+        pixel_limit: setup.pixel_limit,
+        ..LoadOptions::default()
+    };
+    let loaded = imageio::load_frame_with(file.path(), sequence, &options);
     // Errors and the report name the upload, never the temporary file.
     let mut frame =
         loaded.map_err(|e| anyhow::anyhow!(format!("{e:#}").replace(&format!("{temp}: "), "")))?;

@@ -67,6 +67,27 @@ fn a_png_claiming_400_mpx_is_refused_with_the_limit_and_little_memory() {
     assert!(peak < 300.0, "peak RSS {peak:.0} MiB");
 }
 
+/// `detect --config` reads files with the configuration's `[source]
+/// max_pixels`: a limit below a real 640x512 frame refuses it, naming the
+/// key to raise.
+#[test]
+fn detect_takes_the_pixel_limit_from_its_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[source]\nmax_pixels = 100000\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .args(["detect", "--json", "--config"])
+        .arg(&config)
+        .arg("tests/fixtures/pv/images/001R.jpg")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("640x512") && stderr.contains("[source] max_pixels = 100000"),
+        "{stderr}"
+    );
+}
+
 /// Peak resident set of this test process so far, in MiB (`VmHWM`).
 fn own_peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -132,6 +132,26 @@ fn check_config_and_run_refuse_the_same_files_naming_the_key() {
             "[source.replay] path",
         ),
         (
+            "max-pixels-zero",
+            &[("source", "max_pixels", "0")],
+            "[source] max_pixels",
+        ),
+        (
+            "max-pixels-huge",
+            &[("source", "max_pixels", "1099511627776")],
+            "[source] max_pixels",
+        ),
+        (
+            "max-pixels-negative",
+            &[("source", "max_pixels", "-1")],
+            "max_pixels",
+        ),
+        (
+            "max-pixels-nan",
+            &[("source", "max_pixels", "nan")],
+            "max_pixels",
+        ),
+        (
             "model-size",
             &[
                 ("model", "input_width", "65536"),

@@ -108,8 +108,9 @@ impl std::fmt::Display for PixelLimit {
 /// with their own error types (FLIR, DJI) carry it unchanged.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "{what} claims {width}x{height} pixels ({:.1} Mpx), over the limit of {limit} ({KEY} = {}): \
-     not a thermal frame (a damaged or hostile file?); if it is a real image, raise {KEY}",
+    "{what} claims {width}x{height} pixels ({:.1} Mpx), over the limit of {limit} ({KEY} = {}), \
+     so it is not decoded: a damaged or hostile file, or an image larger than the limit \
+     allows (raise {KEY} for it)",
     (*width as f64) * (*height as f64) / MPX as f64,
     limit.pixels()
 )]

@@ -500,6 +500,34 @@ fn bad_requests_get_their_codes_and_the_server_stays_healthy() {
     assert!(missing.json()["error"].is_string());
 }
 
+/// Uploads are decoded under the configuration's `[source] max_pixels`: a
+/// limit below a real 640x512 frame refuses it (422, naming the key to
+/// raise) and the server stays healthy.
+#[test]
+fn uploads_are_decoded_under_the_configured_pixel_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[source]\nmax_pixels = 100000\n")).unwrap();
+    let server = Server::start(Some(&config));
+    let answer = request(
+        server.addr,
+        "POST",
+        "/api/v1/detect?name=001R.jpg",
+        &[],
+        &fixture("001R.jpg"),
+    );
+    assert_eq!(answer.status, 422, "{}", answer.text());
+    let error = answer.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("001R.jpg")
+            && error.contains("640x512")
+            && error.contains("[source] max_pixels = 100000"),
+        "{error}"
+    );
+    server.assert_healthy(&[]);
+}
+
 #[test]
 fn a_basic_login_or_the_token_opens_the_api_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();

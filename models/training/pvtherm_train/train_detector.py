@@ -25,8 +25,11 @@ from .preprocess import normalise
 class DetStream(torch.utils.data.IterableDataset):
     """Endless stream of augmented (image, heat, reg, mask) crops."""
 
-    def __init__(self, frames, crop_h, crop_w, seed, p_ds2, sigma_frac, scale, p_affine=0.0, max_shear=0.35):
+    def __init__(self, frames, crop_h, crop_w, seed, p_ds2, sigma_frac, scale, p_affine=0.0, max_shear=0.35,
+                 p_lowres=0.0, lowres=(0.25, 0.5)):
         self.frames = frames
+        self.p_lowres = p_lowres
+        self.lowres = lowres
         self.p_affine = p_affine
         self.max_shear = max_shear
         self.crop_h, self.crop_w = crop_h, crop_w
@@ -45,9 +48,16 @@ class DetStream(torch.utils.data.IterableDataset):
         f = self.frames[rng.choice(len(self.frames), p=self.weights)]
         g = augment.Geometry(rng, f.raw.shape[0], f.raw.shape[1], self.crop_h, self.crop_w, scale=self.scale,
                               p_affine=self.p_affine, max_shear=self.max_shear)
-        raw = g.warp(f.raw)
+        src_raw, src_vis = f.raw, f.visible
+        if self.p_lowres > 0 and rng.random() < self.p_lowres:
+            # A Lepton/TC001-like frame upsampled by input_scale auto: the same scene, blurred.
+            k = math.exp(rng.uniform(math.log(self.lowres[0]), math.log(self.lowres[1])))
+            aa = bool(rng.random() < 0.5)
+            src_raw = augment.low_resolution(f.raw, k, aa)
+            src_vis = augment.low_resolution(f.visible, k, aa)
+        raw = g.warp(src_raw)
         if rng.random() < self.p_vis:
-            img = augment.render(rng, raw, g.warp(f.visible), p_raw=0.0, p_vis=1.0)
+            img = augment.render(rng, raw, g.warp(src_vis), p_raw=0.0, p_vis=1.0)
         else:
             img = augment.render(rng, raw, None, p_raw=0.5, p_vis=0.0)
         quads = clip_quads(g.points(f.quads), self.crop_w, self.crop_h)
@@ -85,8 +95,32 @@ def run_maps(model_fn, img: np.ndarray) -> np.ndarray:
     return model_fn(img)
 
 
-def evaluate_frames(predict, frames, threshold_grid=None, variant="raw"):
-    """AP50 and P/R per subset; `predict(img (H,W) f32) -> maps (11,h,w)`."""
+def downscaled_input(raw: np.ndarray, factor: float) -> np.ndarray:
+    """The detector input `pvtherm eval --downscale factor --input-scale auto` builds from a raw
+    frame: shrunk (half-pixel bilinear, rounded to counts), normalised, then stretched by the
+    power of two that makes the short side >= 384 px (frames whose short side is under 256 px),
+    in multiples of 16."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = raw.shape
+    sh, sw = round(h * factor), round(w * factor)
+    t = torch.from_numpy(raw.astype(np.float32))[None, None]
+    small = torch.round(F.interpolate(t, size=(sh, sw), mode="bilinear", align_corners=False))[0, 0].numpy()
+    img = normalise(np.clip(small, 0, 65535).astype(np.uint16))
+    k = 1.0
+    if min(sh, sw) < 256:
+        k = 2.0
+        while min(sh, sw) * k < 384:
+            k *= 2
+    ih, iw = (int(math.ceil(round(v * k) / 16) * 16) for v in (sh, sw))
+    return F.interpolate(torch.from_numpy(img)[None, None], size=(ih, iw), mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+
+
+def evaluate_frames(predict, frames, threshold_grid=None, variant="raw", downscale=1.0):
+    """AP50 and P/R per subset; `predict(img (H,W) f32) -> maps (11,h,w)`; `downscale` < 1 scores
+    the frames as a smaller camera would see them (see downscaled_input)."""
     res = {}
     for s in SUBSETS:
         fs = [f for f in frames if f.subset == s]
@@ -94,11 +128,15 @@ def evaluate_frames(predict, frames, threshold_grid=None, variant="raw"):
             continue
         all_scores, all_tp, n_gt = [], [], 0
         for f in fs:
-            img = normalise(f.raw) if variant == "raw" else normalise(f.visible)
+            if downscale < 1:
+                img = downscaled_input(f.raw, downscale)
+            else:
+                img = normalise(f.raw) if variant == "raw" else normalise(f.visible)
             maps = predict(img)
             h, w = img.shape
             scores, quads, boxes = decode(maps, AP_MIN_SCORE, w, h)
-            gt = quad_box(f.quads, w, h)
+            fh, fw = f.raw.shape
+            gt = quad_box(f.quads * np.array([w / fw, h / fh]), w, h)
             m = match(boxes, scores, gt)
             all_scores.append(scores)
             all_tp.append(m >= 0)
@@ -112,6 +150,49 @@ def evaluate_frames(predict, frames, threshold_grid=None, variant="raw"):
             r[f"r@{t:.2f}"] = float(tp[k].sum() / max(n_gt, 1))
         res[s] = r
     return res
+
+
+def evaluate_scales(predict, frames, scales, threshold_grid=None):
+    """evaluate_frames at each camera scale: ({subset or subset@scale: result}, mean AP50 of all)."""
+    res = {}
+    for k in scales:
+        for s, v in evaluate_frames(predict, frames, threshold_grid, downscale=k).items():
+            res[s if k == 1 else f"{s}@{k:g}"] = v
+    return res, float(np.mean([v["ap50"] for v in res.values()]))
+
+
+def detector_from_onnx(path: str, width: int) -> Detector:
+    """A Detector holding an exported f32 file's weights. Export folded each BN into its conv
+    (and cross-layer equalisation rescaled channels), so each BN becomes the identity plus the
+    folded bias; its statistics must then stay frozen while training (freeze_bn)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    model = Detector(width)
+    blocks = list(model.features)
+    if len(convs) != len(blocks) + 1:
+        raise ValueError(f"{path}: {len(convs)} Conv nodes, a width-{width} Detector has {len(blocks) + 1}")
+    with torch.no_grad():
+        for node, block in zip(convs, blocks):
+            conv, bn = block[0], block[1]
+            conv.weight.copy_(torch.from_numpy(init[node.input[1]]))
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(init[node.input[2]]))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        model.head.weight.copy_(torch.from_numpy(init[convs[-1].input[1]]))
+        model.head.bias.copy_(torch.from_numpy(init[convs[-1].input[2]]))
+    return model
+
+
+def freeze_bn(model: torch.nn.Module) -> None:
+    """BatchNorm layers in eval mode (running statistics used and kept), affine parameters still trained."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.eval()
 
 
 def torch_predictor(model):
@@ -142,6 +223,14 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init", help="checkpoint to start from")
+    ap.add_argument("--init-onnx", help="start from an exported f32 detector (BN folded: BN statistics stay frozen)")
+    ap.add_argument("--p-lowres", type=float, default=0.0,
+                    help="share of samples shown as a low-resolution camera upsampled back (see augment.low_resolution)")
+    ap.add_argument("--lowres-min", type=float, default=0.25, help="smallest camera scale of --p-lowres samples")
+    ap.add_argument("--lowres-max", type=float, default=0.5, help="largest camera scale of --p-lowres samples")
+    ap.add_argument("--val-scales", default="1",
+                    help="comma-separated camera scales the validation scores (1 = full frame); "
+                         "best.pt maximises the mean AP50 over subsets and scales")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -154,12 +243,15 @@ def main(argv=None):
     val = split_frames(frames, split, "val")
     ch, cw = (int(v) for v in args.crop.split("x"))
     stream = DetStream(train, ch, cw, args.seed, args.p_ds2, args.sigma_frac, (args.scale_min, args.scale_max),
-                       args.p_affine, args.max_shear)
+                       args.p_affine, args.max_shear, args.p_lowres, (args.lowres_min, args.lowres_max))
+    val_scales = [float(v) for v in args.val_scales.split(",")]
     loader = torch.utils.data.DataLoader(stream, batch_size=args.batch, num_workers=args.workers,
                                          persistent_workers=args.workers > 0)
     model = Detector(args.width)
     if args.init:
         model.load_state_dict(torch.load(args.init)["model"])
+    if args.init_onnx:
+        model = detector_from_onnx(args.init_onnx, args.width)
     print(f"detector width {args.width}: {count_macs(model, 512, 640) / 1e6:.1f} M MAC at 640x512", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60
@@ -179,6 +271,8 @@ def main(argv=None):
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         model.train()
+        if args.init_onnx:
+            freeze_bn(model)
         out_maps = model(img)
         loss, parts = det_loss(out_maps, heat, reg, mask)
         opt.zero_grad()
@@ -195,8 +289,7 @@ def main(argv=None):
         if el >= next_eval:
             next_eval += args.eval_every * 60
             model.eval()
-            r = evaluate_frames(torch_predictor(model), val)
-            mean_ap = float(np.mean([v["ap50"] for v in r.values()]))
+            r, mean_ap = evaluate_scales(torch_predictor(model), val, val_scales)
             rec = {"step": step, "minutes": el / 60, "val": r, "mean_ap50": mean_ap}
             print("VAL", json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
@@ -207,10 +300,10 @@ def main(argv=None):
                 best = mean_ap
                 torch.save(ck, out / "best.pt")
     model.eval()
-    r = evaluate_frames(torch_predictor(model), val, threshold_grid=[0.2, 0.3, 0.4, 0.5])
+    r, mean_ap = evaluate_scales(torch_predictor(model), val, val_scales, threshold_grid=[0.2, 0.3, 0.4, 0.5])
     rv = evaluate_frames(torch_predictor(model), val, variant="visible")
     rec = {"step": step, "minutes": (time.time() - t0) / 60, "val": r, "val_visible8bit": rv,
-           "mean_ap50": float(np.mean([v["ap50"] for v in r.values()])), "final": True}
+           "mean_ap50": mean_ap, "final": True}
     print("VAL", json.dumps(rec), flush=True)
     log.write(json.dumps(rec) + "\n")
     ck = {"model": model.state_dict(), "width": args.width, "step": step, "args": vars(args), "val": r}

@@ -33,6 +33,7 @@ metrics and the fusion.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import time
@@ -408,7 +409,9 @@ class ModuleTable:
         blocks = frame_blocks(frames)
         self.block = np.array([blocks[(frames[i].subset, frames[i].name)] for i in self.frame_i])
         self.group, self.link_info = physical_groups(frames)
-        cache = work / "cv" / "modules.npz"
+        # Keyed by the detector file: its quads, crops and features are in the cache.
+        digest = hashlib.sha256(Path(detector).read_bytes()).hexdigest()[:12]
+        cache = work / "cv" / f"modules-{digest}.npz"
         if cache.exists():
             z = np.load(cache)
             self.crop_gt, self.crop_pred, self.has_pred = z["crop_gt"], z["crop_pred"], z["has_pred"]

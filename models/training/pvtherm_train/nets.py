@@ -144,3 +144,38 @@ def make_classifier(cfg: dict) -> nn.Module:
     if cfg.pop("arch", "plain") == "res":
         return ResClassifier(**cfg)
     return Classifier(**cfg)
+
+
+def load_folded_onnx(model: nn.Module, path: str) -> nn.Module:
+    """Load an exported f32 file's weights into `model` (a chain of cbr blocks and a last conv,
+    as Detector and Classifier). Export folded each BN into its conv (and cross-layer equalisation
+    rescaled channels), so each BN becomes the identity plus the folded bias; its statistics must
+    then stay frozen while training (freeze_bn)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    blocks = [b for b in model.modules() if isinstance(b, nn.Sequential) and len(b) == 3
+              and isinstance(b[0], nn.Conv2d) and isinstance(b[1], nn.BatchNorm2d)]
+    if len(convs) != len(blocks) + 1:
+        raise ValueError(f"{path}: {len(convs)} Conv nodes, {type(model).__name__} has {len(blocks) + 1} convs")
+    with torch.no_grad():
+        for node, block in zip(convs, blocks):
+            conv, bn = block[0], block[1]
+            conv.weight.copy_(torch.from_numpy(init[node.input[1]].copy()))
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(init[node.input[2]].copy()))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        model.head.weight.copy_(torch.from_numpy(init[convs[-1].input[1]].copy()))
+        model.head.bias.copy_(torch.from_numpy(init[convs[-1].input[2]].copy()))
+    return model
+
+
+def freeze_bn(model: nn.Module) -> None:
+    """BatchNorm layers in eval mode (running statistics used and kept), affine parameters still trained."""
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.eval()

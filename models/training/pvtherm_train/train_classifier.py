@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import augment
 from .data import ISM_CLASSES, add_data_args, load_ism, load_pv_frames, load_split, split_frames
-from .nets import Classifier, count_macs
+from .nets import Classifier, count_macs, freeze_bn, load_folded_onnx
 from .preprocess import CROP_H, CROP_W, crop_module, crop_module_raw, normalise
 
 F32 = np.float32
@@ -261,6 +261,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--eval-every", type=float, default=4.0)
     ap.add_argument("--init", help="checkpoint to start from")
+    ap.add_argument("--init-onnx", help="start from an exported f32 classifier (BN folded: BN statistics stay frozen)")
     ap.add_argument("--pred-quads", help="npz from predquads.py: train pv crops also use detector quads")
     ap.add_argument("--jitter", type=float, default=1.5, help="px sigma of the corner / quad jitter")
     ap.add_argument("--p-misalign", type=float, default=0.0, help="share of pv crops with a shifted/scaled quad")
@@ -291,6 +292,8 @@ def main(argv=None):
     model = Classifier(args.w1, args.w2, args.extra)
     if args.init:
         model.load_state_dict(torch.load(args.init)["model"])
+    if args.init_onnx:
+        load_folded_onnx(model, args.init_onnx)
     print(f"classifier {model.cfg}: {count_macs(model, 40, 24) / 1e6:.2f} M MAC", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     budget = args.minutes * 60
@@ -313,6 +316,8 @@ def main(argv=None):
         x, yi, yp = next(loader)
         bi = yi
         model.train()
+        if args.init_onnx:
+            freeze_bn(model)
         lo = model(x)[:, :, 0, 0]
         l_cls = F.cross_entropy(lo[:len(bi), :12], yi, weight=cw, label_smoothing=0.05)
         yd = torch.cat([(yi != 0).float(), yp])

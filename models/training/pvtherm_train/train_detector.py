@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from . import augment
 from .data import SUBSETS, add_data_args, load_pv_frames, load_split, split_frames
 from .decode import AP_MIN_SCORE, average_precision, build_targets, clip_quads, decode, match, quad_box
-from .nets import Detector, count_macs
+from .nets import Detector, count_macs, freeze_bn, load_folded_onnx
 from .preprocess import normalise
 
 
@@ -161,40 +161,6 @@ def evaluate_scales(predict, frames, scales, threshold_grid=None):
     return res, float(np.mean([v["ap50"] for v in res.values()]))
 
 
-def detector_from_onnx(path: str, width: int) -> Detector:
-    """A Detector holding an exported f32 file's weights. Export folded each BN into its conv
-    (and cross-layer equalisation rescaled channels), so each BN becomes the identity plus the
-    folded bias; its statistics must then stay frozen while training (freeze_bn)."""
-    import onnx
-    from onnx import numpy_helper
-
-    m = onnx.load(path)
-    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    convs = [n for n in m.graph.node if n.op_type == "Conv"]
-    model = Detector(width)
-    blocks = list(model.features)
-    if len(convs) != len(blocks) + 1:
-        raise ValueError(f"{path}: {len(convs)} Conv nodes, a width-{width} Detector has {len(blocks) + 1}")
-    with torch.no_grad():
-        for node, block in zip(convs, blocks):
-            conv, bn = block[0], block[1]
-            conv.weight.copy_(torch.from_numpy(init[node.input[1]]))
-            bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(init[node.input[2]]))
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-        model.head.weight.copy_(torch.from_numpy(init[convs[-1].input[1]]))
-        model.head.bias.copy_(torch.from_numpy(init[convs[-1].input[2]]))
-    return model
-
-
-def freeze_bn(model: torch.nn.Module) -> None:
-    """BatchNorm layers in eval mode (running statistics used and kept), affine parameters still trained."""
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.eval()
-
-
 def torch_predictor(model):
     def predict(img):
         with torch.no_grad():
@@ -251,7 +217,7 @@ def main(argv=None):
     if args.init:
         model.load_state_dict(torch.load(args.init)["model"])
     if args.init_onnx:
-        model = detector_from_onnx(args.init_onnx, args.width)
+        load_folded_onnx(model, args.init_onnx)
     print(f"detector width {args.width}: {count_macs(model, 512, 640) / 1e6:.1f} M MAC at 640x512", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60

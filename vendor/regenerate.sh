@@ -9,14 +9,17 @@
 #   vendor/regenerate.sh --pristine DIR   # the published crate alone, into DIR
 #                                         # (the reference of benches/tract-steps.sh)
 #
-# The patches are the upstream-ready files in docs/upstream/tract-linalg-*.patch
-# (each says what it fixes and what it measured).
+# The patches are the upstream-ready files docs/upstream/tract-linalg-*.patch,
+# listed in PATCHES below (each says what it fixes and what it measured).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VERSION=0.23.9
 SHA256=ca57ed3a2f6293e7866c6ceed7c6ca3413b4e083a892a00a79f5e9b607154982
 DEST=$ROOT/vendor/tract-linalg
-PATCHES=("$ROOT"/docs/upstream/tract-linalg-*.patch)
+# In the order they apply (each later one builds on the earlier ones).
+PATCHES=("$ROOT"/docs/upstream/tract-linalg-avx2-int8-vmovq.patch
+         "$ROOT"/docs/upstream/tract-linalg-pack-write-slice-pieces.patch
+         "$ROOT"/docs/upstream/tract-linalg-pack-k4-interleave-groups.patch)
 if [[ "${1:-}" == --pristine ]]; then
   DEST=${2:?"--pristine needs a destination folder"}
   PATCHES=()

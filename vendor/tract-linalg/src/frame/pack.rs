@@ -1091,23 +1091,32 @@ unsafe fn transpose_4x4_neon_armv7_16(
 
 // K=4-inner packing writer (PackedI8K4 layout), fed in K-OUTER order (same feed
 // as KOutWriter, used by the im2col patchers): for each k, all mn. Within a panel,
-// element (k, local_mn) lands at (k/4)*r*4 + local_mn*4 + (k%4), so consecutive mn
-// for a fixed k are stride-4 stores.
+// element (k, local_mn) lands at (k/4)*r*4 + local_mn*4 + (k%4).
+//
+// Storing each element at its place is a stride-4 store per byte. Instead the
+// writer keeps the four k-rows of the current K=4 group as fed (contiguous
+// copies), and when the fourth row is complete interleaves them into every panel
+// in one pass: per mn lane the 4 bytes of the group are adjacent in the output,
+// a 4-way zip that compilers turn into wide interleaving stores (st4 on
+// aarch64). A group left incomplete (K not a multiple of 4) is written when the
+// writer is dropped, element by element; the bytes of the missing rows are not
+// touched, as before.
 #[derive(Debug)]
 pub struct KOut4Writer<'p, T>
 where
     T: Copy + std::fmt::Debug,
 {
     base: *mut T,
-    r4: usize,        // r * 4
+    r: usize,
     panel_len: usize, // k_aligned * r
-    panels: usize,
-    panel_width: usize,
-    last_panel_width: usize,
-    kb: usize, // k / 4
-    kr: usize, // k % 4
-    panel: usize,
-    local_mn: usize,
+    mn: usize,
+    kb: usize, // index of the current K=4 group
+    // The current group's rows as fed: row j (k = 4*kb + j) at group[j*mn..][..mn];
+    // `filled` of its 4*mn places are written. Storage only (its length stays 0):
+    // written through `group`, so a per-element write is one store and a count.
+    _storage: Vec<T>,
+    group: *mut T,
+    filled: usize,
     _phantom: PhantomData<&'p T>,
 }
 
@@ -1116,39 +1125,108 @@ where
     T: Copy + std::fmt::Debug,
 {
     pub fn new(base: *mut T, r: usize, panel_len: usize, mn: usize) -> KOut4Writer<'p, T> {
-        let panels = mn.divceil(r).max(1);
-        let last_panel_width = mn - (panels - 1) * r;
+        let mut storage = Vec::with_capacity(4 * mn);
+        let group = storage.as_mut_ptr();
         KOut4Writer {
             base,
-            r4: r * 4,
+            r,
             panel_len,
-            panels,
-            panel_width: r,
-            last_panel_width,
+            mn,
             kb: 0,
-            kr: 0,
-            panel: 0,
-            local_mn: 0,
+            _storage: storage,
+            group,
+            filled: 0,
             _phantom: PhantomData,
         }
     }
-    #[inline(always)]
-    fn panel_width(&self) -> usize {
-        if self.panel == self.panels - 1 { self.last_panel_width } else { self.panel_width }
+
+    /// The written part of the current group.
+    fn group(&self) -> &[T] {
+        unsafe { std::slice::from_raw_parts(self.group, self.filled) }
     }
-    #[inline(always)]
-    fn advance(&mut self, by: usize) {
-        self.local_mn += by;
-        if self.local_mn >= self.panel_width() {
-            self.local_mn = 0;
-            self.panel += 1;
-            if self.panel == self.panels {
-                self.panel = 0;
-                self.kr += 1;
-                if self.kr == 4 {
-                    self.kr = 0;
-                    self.kb += 1;
-                }
+
+    /// Writes the complete group into every panel and starts the next.
+    fn flush_group(&mut self) {
+        let (mn, r) = (self.mn, self.r);
+        let (r0, rest) = self.group().split_at(mn);
+        let (r1, rest) = rest.split_at(mn);
+        let (r2, r3) = rest.split_at(mn);
+        let mut start = 0;
+        let mut panel = 0;
+        while start < mn {
+            let w = r.min(mn - start);
+            let dst = unsafe { self.base.add(panel * self.panel_len + self.kb * r * 4) };
+            let rows = [&r0[start..start + w], &r1[start..start + w], &r2[start..start + w], &r3[start..start + w]];
+            unsafe { interleave4(dst, rows) };
+            start += w;
+            panel += 1;
+        }
+        self.filled = 0;
+        self.kb += 1;
+    }
+}
+
+/// dst[4 * m + j] = rows[j][m] for every lane m of four equally long rows: the
+/// K=4 interleave of one group into one panel.
+///
+/// # Safety
+/// `dst` must be valid for `4 * rows[0].len()` writes.
+#[inline(always)]
+unsafe fn interleave4<T: Copy>(dst: *mut T, rows: [&[T]; 4]) {
+    #[cfg(target_arch = "aarch64")]
+    let done = unsafe { interleave4_neon(dst, rows) };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    for m in done..rows[0].len() {
+        for (j, row) in rows.iter().enumerate() {
+            unsafe { *dst.add(4 * m + j) = row[m] };
+        }
+    }
+}
+
+/// The lanes of [`interleave4`] that NEON does for one-byte types, 8 at a time
+/// through one ST4 (four 8-byte loads, one 32-byte interleaving store); returns
+/// how many lanes it wrote (none for wider types).
+///
+/// # Safety
+/// As [`interleave4`].
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn interleave4_neon<T: Copy>(dst: *mut T, rows: [&[T]; 4]) -> usize {
+    use std::arch::aarch64::{uint8x8x4_t, vld1_u8, vst4_u8};
+    if std::mem::size_of::<T>() != 1 {
+        return 0;
+    }
+    let w = rows[0].len();
+    let p = rows.map(|r| r.as_ptr() as *const u8);
+    let mut m = 0;
+    while m + 8 <= w {
+        unsafe {
+            let v = uint8x8x4_t(
+                vld1_u8(p[0].add(m)),
+                vld1_u8(p[1].add(m)),
+                vld1_u8(p[2].add(m)),
+                vld1_u8(p[3].add(m)),
+            );
+            vst4_u8((dst as *mut u8).add(4 * m), v);
+        }
+        m += 8;
+    }
+    m
+}
+
+impl<T> Drop for KOut4Writer<'_, T>
+where
+    T: Copy + std::fmt::Debug,
+{
+    /// Writes what was fed of a last, incomplete group, at the places a
+    /// per-element writer would have put it.
+    fn drop(&mut self) {
+        for (i, &t) in self.group().iter().enumerate() {
+            let (j, mn) = (i / self.mn, i % self.mn);
+            let (panel, local) = (mn / self.r, mn % self.r);
+            unsafe {
+                *self.base.add(panel * self.panel_len + self.kb * self.r * 4 + local * 4 + j) = t;
             }
         }
     }
@@ -1160,33 +1238,30 @@ where
 {
     #[inline(always)]
     fn write(&mut self, t: T) {
-        unsafe {
-            let off = self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr;
-            *self.base.add(off) = t;
+        if self.mn == 0 {
+            return; // nothing to pack (and no group to complete)
         }
-        self.advance(1);
+        unsafe { self.group.add(self.filled).write(t) };
+        self.filled += 1;
+        if self.filled == 4 * self.mn {
+            self.flush_group();
+        }
     }
 
     #[inline]
     fn write_slice(&mut self, mut ts: &[T]) {
-        // Cut where the slice crosses a panel boundary: each piece stays inside
-        // one (panel, k) and is a tight stride-4 store, followed by the same
-        // bookkeeping as per-element writes (byte-identical output). Rows wider
-        // than a panel, the common im2col case, no longer fall back to writing
-        // byte by byte.
+        // Rows are copied as they come; a slice that completes the group is cut there.
+        if self.mn == 0 {
+            return;
+        }
         while !ts.is_empty() {
-            let n = ts.len().min(self.panel_width() - self.local_mn);
+            let n = ts.len().min(4 * self.mn - self.filled);
             let (now, rest) = ts.split_at(n);
-            unsafe {
-                let mut d = self.base.add(
-                    self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
-                );
-                for &t in now {
-                    *d = t;
-                    d = d.add(4);
-                }
+            unsafe { std::ptr::copy_nonoverlapping(now.as_ptr(), self.group.add(self.filled), n) };
+            self.filled += n;
+            if self.filled == 4 * self.mn {
+                self.flush_group();
             }
-            self.advance(n);
             ts = rest;
         }
     }
@@ -1710,8 +1785,40 @@ mod test {
             buf
         }
 
+        // The conv path as the im2col patchers feed it: rows in slices of varying
+        // length (crossing row, group and panel boundaries), some elements alone.
+        fn writer_slices_bytes(&self) -> Vec<i8> {
+            let logical = self.logical();
+            let packer = super::PackedI8K4::new(self.r);
+            let mut buf = vec![0i8; packer.len(self.k, self.mn)];
+            let flat: Vec<i8> = (0..self.k).flat_map(|kk| (0..self.mn).map(move |m| (kk, m))).map(|(kk, m)| logical[[kk, m]]).collect();
+            {
+                let mut w = packer.write_with_k_outer(buf.as_mut_ptr(), self.k, self.mn);
+                let mut rest = &flat[..];
+                for cut in [1usize, 3, 0, 17, 5, 64, 2].iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    if *cut == 0 {
+                        super::PackingWriter::write(&mut w, rest[0]);
+                        rest = &rest[1..];
+                        continue;
+                    }
+                    let (now, tail) = rest.split_at((*cut).min(rest.len()));
+                    super::PackingWriter::write_slice(&mut w, now);
+                    rest = tail;
+                }
+            }
+            buf
+        }
+
         fn check(&self) {
             let reference = self.reference();
+            assert_eq!(
+                self.writer_slices_bytes(),
+                reference,
+                "write_with_k_outer fed by slices disagrees with reference for {self:?}"
+            );
             assert_eq!(
                 self.pack_view_bytes(),
                 reference,

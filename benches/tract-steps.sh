@@ -5,7 +5,9 @@
 #
 #   0 tract as published          UPSTREAM binary, tract's own convolution lowering
 #   1 + eager im2col              UPSTREAM binary, pvtherm's lowering (src/model/onnx.rs)
-#   2 + packing patch, vmovq fix  PATCHED binary (vendor/tract-linalg), pvtherm's lowering
+#   2 + packing patch, vmovq fix  PIECES binary (optional): vendor/tract-linalg with the first
+#                                 two patches (a build of the commit before the third)
+#   3 + K=4 group packing         PATCHED binary (vendor/tract-linalg, all three patches)
 #
 # Step 1 differs from step 0 only in tract knobs, which the environment can set
 # back to tract's defaults; steps 0/1 need a binary built against the published
@@ -14,7 +16,10 @@
 #   cargo build --profile bench --bin pvtherm                      # PATCHED: target/release/pvtherm
 #   d=$(mktemp -d) && git archive HEAD | tar -x -C "$d" && vendor/regenerate.sh --pristine "$d/vendor/tract-linalg" \
 #     && (cd "$d" && CARGO_TARGET_DIR=$PWD/target/bench-upstream cargo build --profile bench --bin pvtherm)
-#   UPSTREAM=target/bench-upstream/release/pvtherm PATCHED=target/release/pvtherm benches/tract-steps.sh
+#   d=$(mktemp -d) && git archive d4145d2~1 | tar -x -C "$d" \
+#     && (cd "$d" && CARGO_TARGET_DIR=$PWD/target/bench-pieces cargo build --profile bench --bin pvtherm)   # PIECES
+#   UPSTREAM=target/bench-upstream/release/pvtherm PIECES=target/bench-pieces/release/pvtherm \
+#     PATCHED=target/release/pvtherm benches/tract-steps.sh
 #
 # ISA="TRACT_CPU_ISA=-avx512f,-avx512vnni,-avxvnni" takes tract's AVX2 kernels
 # on a newer x86 CPU (an AVX2-only CPU's code path). Prints, per step and
@@ -33,8 +38,9 @@ TRACT_DEFAULTS="TRACT_DISABLE_DIRECT_SPATIAL=false TRACT_LAZY_IM2COL_MIN_KERNEL=
 steps=(
   "0-tract-as-published|$UPSTREAM|$TRACT_DEFAULTS"
   "1-eager-im2col|$UPSTREAM|"
-  "2-packing+vmovq|$PATCHED|"
 )
+[ -n "${PIECES:-}" ] && steps+=("2-packing+vmovq|$PIECES|")
+steps+=("3-k4-group-packing|$PATCHED|")
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for round in $(seq 1 "$ROUNDS"); do

@@ -91,19 +91,32 @@ class Geometry:
         return (q - self.c_src) @ self.m.T + self.c_dst
 
 
-def low_resolution(img: np.ndarray, factor: float, antialias: bool) -> np.ndarray:
-    """What a camera with `factor` times fewer pixels per side shows after the detector's input
-    upsampling: the frame shrunk by `factor` (half-pixel bilinear as `pvtherm eval --downscale`,
-    or area-like with `antialias`, as a sensor integrates), rounded to integer counts, and
-    stretched back to its own size (half-pixel bilinear, as the product's input resize)."""
+def shrink(img: np.ndarray, factor: float, antialias: bool = False) -> np.ndarray:
+    """`img` shrunk by `factor` per side (half-pixel bilinear as `pvtherm eval --downscale`, or
+    area-like with `antialias`, as a sensor integrates), rounded to integer counts, float32."""
     import torch
     import torch.nn.functional as F
 
     h, w = img.shape
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=F32))[None, None]
     small = (max(2, round(h * factor)), max(2, round(w * factor)))
-    t = torch.round(F.interpolate(t, size=small, mode="bilinear", align_corners=False, antialias=antialias))
+    return torch.round(F.interpolate(t, size=small, mode="bilinear", align_corners=False,
+                                     antialias=antialias))[0, 0].numpy()
+
+
+def stretch(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`img` resized to h x w, half-pixel bilinear (the product's input resize), float32."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=F32))[None, None]
     return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def low_resolution(img: np.ndarray, factor: float, antialias: bool) -> np.ndarray:
+    """What a camera with `factor` times fewer pixels per side shows after the detector's input
+    upsampling: the frame shrunk (see shrink) and stretched back to its own size."""
+    return stretch(shrink(img, factor, antialias), *img.shape)
 
 
 def agc_render(rng: np.random.Generator, v: np.ndarray) -> np.ndarray:

@@ -100,13 +100,8 @@ def downscaled_input(raw: np.ndarray, factor: float) -> np.ndarray:
     frame: shrunk (half-pixel bilinear, rounded to counts), normalised, then stretched by the
     power of two that makes the short side >= 384 px (frames whose short side is under 256 px),
     in multiples of 16."""
-    import torch
-    import torch.nn.functional as F
-
-    h, w = raw.shape
-    sh, sw = round(h * factor), round(w * factor)
-    t = torch.from_numpy(raw.astype(np.float32))[None, None]
-    small = torch.round(F.interpolate(t, size=(sh, sw), mode="bilinear", align_corners=False))[0, 0].numpy()
+    small = augment.shrink(raw, factor)
+    sh, sw = small.shape
     img = normalise(np.clip(small, 0, 65535).astype(np.uint16))
     k = 1.0
     if min(sh, sw) < 256:
@@ -114,8 +109,7 @@ def downscaled_input(raw: np.ndarray, factor: float) -> np.ndarray:
         while min(sh, sw) * k < 384:
             k *= 2
     ih, iw = (int(math.ceil(round(v * k) / 16) * 16) for v in (sh, sw))
-    return F.interpolate(torch.from_numpy(img)[None, None], size=(ih, iw), mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
+    return augment.stretch(img, ih, iw)
 
 
 def evaluate_frames(predict, frames, threshold_grid=None, variant="raw", downscale=1.0):

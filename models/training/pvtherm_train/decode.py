@@ -66,24 +66,27 @@ def clip_quad(quad: np.ndarray, w: float, h: float, min_side: float = 2.0):
     return q
 
 
-def clip_quads(quads: np.ndarray, w: float, h: float) -> np.ndarray:
-    """clip_quad() over (N, 4, 2) quads, dropping the ones not visible."""
-    kept = [c for c in (clip_quad(q, w, h) for q in np.asarray(quads)) if c is not None]
-    return np.array(kept, np.float64).reshape(-1, 4, 2)
+def clip_quads(quads: np.ndarray, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """clip_quad() over (N, 4, 2) quads, dropping the ones not visible: (kept quads, their indices)."""
+    clipped = [clip_quad(q, w, h) for q in np.asarray(quads)]
+    kept = np.array([i for i, c in enumerate(clipped) if c is not None], np.int64)
+    return np.array([clipped[i] for i in kept], np.float64).reshape(-1, 4, 2), kept
 
 
-def build_targets(quads: np.ndarray, h: int, w: int, sigma_frac: float = 0.15, sigma_min: float = 0.6):
+def build_targets(quads: np.ndarray, h: int, w: int, sigma_frac: float = 0.15, sigma_min: float = 0.6,
+                  weights: np.ndarray | None = None):
     """Heatmap (1, h/8, w/8), regression (10, h/8, w/8) and mask (1, h/8, w/8) for one crop.
 
     Modules whose centre (mean of corners) lies outside [0, w) x [0, h) are not targets.
-    Gaussian sigma (cells) = max(sigma_min, sigma_frac * short side / 8).
+    Gaussian sigma (cells) = max(sigma_min, sigma_frac * short side / 8). The mask holds each
+    module's loss weight (`weights`, default 1) at its centre cell.
     """
     gh, gw = h // STRIDE, w // STRIDE
     heat = np.zeros((gh, gw), np.float32)
     reg = np.zeros((10, gh, gw), np.float32)
     mask = np.zeros((gh, gw), np.float32)
     yy, xx = np.mgrid[0:gh, 0:gw]
-    for quad in quads:
+    for i, quad in enumerate(quads):
         c, q, short = module_target(quad)
         if not (0 <= c[0] < w and 0 <= c[1] < h):
             continue
@@ -95,7 +98,7 @@ def build_targets(quads: np.ndarray, h: int, w: int, sigma_frac: float = 0.15, s
         reg[0, row, col] = c[0] / STRIDE - col
         reg[1, row, col] = c[1] / STRIDE - row
         reg[2:, row, col] = ((q - c) / CORNER_SCALE).ravel()
-        mask[row, col] = 1.0
+        mask[row, col] = 1.0 if weights is None else weights[i]
     return heat[None], reg, mask[None]
 
 

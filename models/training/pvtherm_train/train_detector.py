@@ -26,8 +26,9 @@ class DetStream(torch.utils.data.IterableDataset):
     """Endless stream of augmented (image, heat, reg, mask) crops."""
 
     def __init__(self, frames, crop_h, crop_w, seed, p_ds2, sigma_frac, scale, p_affine=0.0, max_shear=0.35,
-                 p_lowres=0.0, lowres=(0.25, 0.5)):
+                 p_lowres=0.0, lowres=(0.25, 0.5), w_defect=1.0):
         self.frames = frames
+        self.w_defect = w_defect
         self.p_lowres = p_lowres
         self.lowres = lowres
         self.p_affine = p_affine
@@ -60,8 +61,9 @@ class DetStream(torch.utils.data.IterableDataset):
             img = augment.render(rng, raw, g.warp(src_vis), p_raw=0.0, p_vis=1.0)
         else:
             img = augment.render(rng, raw, None, p_raw=0.5, p_vis=0.0)
-        quads = clip_quads(g.points(f.quads), self.crop_w, self.crop_h)
-        heat, reg, mask = build_targets(quads, self.crop_h, self.crop_w, sigma_frac=self.sigma_frac)
+        quads, kept = clip_quads(g.points(f.quads), self.crop_w, self.crop_h)
+        weights = np.where(f.defect[kept], self.w_defect, 1.0).astype(np.float32)
+        heat, reg, mask = build_targets(quads, self.crop_h, self.crop_w, sigma_frac=self.sigma_frac, weights=weights)
         return img[None], heat, reg, mask
 
     def __iter__(self):
@@ -71,19 +73,20 @@ class DetStream(torch.utils.data.IterableDataset):
             yield tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in self.sample(rng))
 
 
-def focal_loss(logits, heat):
-    """CenterNet penalty-reduced focal loss, normalised by the number of centres."""
+def focal_loss(logits, heat, pos_weight):
+    """CenterNet penalty-reduced focal loss, normalised by the number of centres; `pos_weight`
+    (the target mask) weighs each centre's term."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = heat.eq(1).float()
     neg = 1 - pos
-    pos_loss = -torch.log(p) * (1 - p) ** 2 * pos
+    pos_loss = -torch.log(p) * (1 - p) ** 2 * pos * pos_weight
     neg_loss = -torch.log(1 - p) * p ** 2 * (1 - heat) ** 4 * neg
     n = pos.sum().clamp(min=1)
     return (pos_loss.sum() + neg_loss.sum()) / n
 
 
 def det_loss(out, heat, reg, mask, w_off=1.0, w_corner=1.0):
-    lh = focal_loss(out[:, :1], heat)
+    lh = focal_loss(out[:, :1], heat, mask)
     n = mask.sum().clamp(min=1)
     l_off = (F.l1_loss(out[:, 1:3], reg[:, :2], reduction="none") * mask).sum() / n
     l_cor = (F.l1_loss(out[:, 3:], reg[:, 2:], reduction="none") * mask).sum() / n
@@ -188,6 +191,9 @@ def main(argv=None):
                     help="share of samples shown as a low-resolution camera upsampled back (see augment.low_resolution)")
     ap.add_argument("--lowres-min", type=float, default=0.25, help="smallest camera scale of --p-lowres samples")
     ap.add_argument("--lowres-max", type=float, default=0.5, help="largest camera scale of --p-lowres samples")
+    ap.add_argument("--w-defect", type=float, default=1.0,
+                    help="loss weight of defective modules' targets (a hot module must not be missed: "
+                         "the defect decision only sees what the detector finds)")
     ap.add_argument("--val-scales", default="1",
                     help="comma-separated camera scales the validation scores (1 = full frame); "
                          "best.pt maximises the mean AP50 over subsets and scales")
@@ -203,7 +209,8 @@ def main(argv=None):
     val = split_frames(frames, split, "val")
     ch, cw = (int(v) for v in args.crop.split("x"))
     stream = DetStream(train, ch, cw, args.seed, args.p_ds2, args.sigma_frac, (args.scale_min, args.scale_max),
-                       args.p_affine, args.max_shear, args.p_lowres, (args.lowres_min, args.lowres_max))
+                       args.p_affine, args.max_shear, args.p_lowres, (args.lowres_min, args.lowres_max),
+                       args.w_defect)
     val_scales = [float(v) for v in args.val_scales.split(",")]
     loader = torch.utils.data.DataLoader(stream, batch_size=args.batch, num_workers=args.workers,
                                          persistent_workers=args.workers > 0)

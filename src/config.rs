@@ -28,7 +28,7 @@ use crate::web::HttpConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Who this box is on the bus.
-    pub device: DeviceConfig,
+    pub(crate) device: DeviceConfig,
     /// Where frames come from.
     pub source: SourceConfig,
     /// Which models to run.
@@ -36,21 +36,21 @@ pub struct Config {
     /// Temperatures, severity, tracking, position.
     pub analysis: AnalysisConfig,
     /// How frames flow from the source to the model.
-    pub pipeline: PipelineConfig,
+    pub(crate) pipeline: PipelineConfig,
     /// What the daemon publishes besides detections, and how often.
-    pub output: OutputConfig,
+    pub(crate) output: OutputConfig,
     /// How snapshots, `detect` overviews and thumbnails are drawn.
     pub render: RenderOptions,
     /// The MQTT broker to publish to.
-    pub mqtt: MqttConfig,
+    pub(crate) mqtt: MqttConfig,
     /// The durable on-disk queue of messages not yet acknowledged.
-    pub outbox: OutboxConfig,
+    pub(crate) outbox: OutboxConfig,
     /// An in-process broker (demo and tests; off by default).
-    pub broker: BrokerConfig,
+    pub(crate) broker: BrokerConfig,
     /// Home Assistant MQTT discovery (off by default).
-    pub homeassistant: HomeAssistantConfig,
+    pub(crate) homeassistant: HomeAssistantConfig,
     /// The control topics (off by default).
-    pub control: ControlConfig,
+    pub(crate) control: ControlConfig,
     /// The web page and HTTP API (off by default).
     pub http: HttpConfig,
     /// Logging.
@@ -64,17 +64,17 @@ pub struct Config {
 /// `[device]`: identity on the MQTT bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DeviceConfig {
+pub(crate) struct DeviceConfig {
     /// Device id: the second level of every topic. No `+`, `#` or `/`.
-    pub id: String,
+    pub(crate) id: String,
     /// First level of every topic.
-    pub topic_prefix: String,
+    pub(crate) topic_prefix: String,
 }
 
 impl DeviceConfig {
     /// The topic rules are those of [`Identity::new`], which builds every
     /// topic the daemon publishes: what passes here is what the daemon uses.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         Identity::new(&self.topic_prefix, &self.id).map(|_| ())
     }
 }
@@ -91,20 +91,20 @@ impl Default for DeviceConfig {
 /// `[pipeline]`: how much of the camera's frame rate to spend CPU on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PipelineConfig {
+pub(crate) struct PipelineConfig {
     /// Run the model on every n-th captured frame (1 = every frame).
-    pub detect_every_n: u32,
+    pub(crate) detect_every_n: u32,
     /// Upper bound on inferences per second (0 = as fast as the box can).
-    pub max_fps: f32,
+    pub(crate) max_fps: f32,
     /// Log a one-line summary per processed frame at info level (the demo does;
     /// a field box usually does not).
-    pub frame_summary: bool,
+    pub(crate) frame_summary: bool,
 }
 
 impl PipelineConfig {
     /// `detect_every_n` at least 1; `max_fps` 0 (no limit) or a rate whose
     /// period a clock can hold.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         in_range(
             "[pipeline] detect_every_n",
             self.detect_every_n,
@@ -143,7 +143,7 @@ pub struct LoggingConfig {
 
 impl LoggingConfig {
     /// A level the logger knows.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.level.parse::<log::LevelFilter>().is_err() {
             bail!(
                 "[logging] level = {:?}: use error, warn, info, debug or trace",
@@ -238,7 +238,7 @@ impl Config {
     ///
     /// Every section is checked, and the error lists each section's problem,
     /// so one run of `check-config` shows all of them.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let results = [
             self.device.validate(),
             self.source.validate(),

@@ -27,21 +27,21 @@ const MAX_PAYLOAD: usize = 64;
 /// `[control]`: whether the daemon listens to its control topics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ControlConfig {
+pub(crate) struct ControlConfig {
     /// Subscribe to `detect/set` and `snapshot/set`. Off by default.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 impl ControlConfig {
     /// Nothing to range-check; here so every section has its validator.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         Ok(())
     }
 }
 
 /// The switches the control topics set and the inference thread reads.
 #[derive(Debug)]
-pub struct Switches {
+pub(crate) struct Switches {
     detect: AtomicBool,
     snapshot: AtomicBool,
 }
@@ -57,12 +57,12 @@ impl Default for Switches {
 
 impl Switches {
     /// Whether frames are analysed (`detect/set ON`, the default).
-    pub fn detecting(&self) -> bool {
+    pub(crate) fn detecting(&self) -> bool {
         self.detect.load(Ordering::Relaxed)
     }
 
     /// Takes a pending snapshot request (true once per `snapshot/set`).
-    pub fn take_snapshot_request(&self) -> bool {
+    pub(crate) fn take_snapshot_request(&self) -> bool {
         self.snapshot.swap(false, Ordering::Relaxed)
     }
 }
@@ -76,22 +76,22 @@ enum Command {
 
 /// The answer to one command, as the `state` payload shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// `detect/set` or `snapshot/set`.
-    pub topic: String,
+    pub(crate) topic: String,
     /// The payload as received (cut to 64 bytes).
-    pub payload: String,
+    pub(crate) payload: String,
     /// `accepted` or `rejected`.
-    pub result: &'static str,
+    pub(crate) result: &'static str,
     /// Why it was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     #[serde(with = "rfc3339")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 /// Reads commands from the control topics and sets the [`Switches`].
-pub struct Control {
+pub(crate) struct Control {
     /// `<prefix>/<device>/`, what every control topic starts with.
     topic_root: String,
     switches: Arc<Switches>,
@@ -100,7 +100,7 @@ pub struct Control {
 impl Control {
     /// Control for the device whose topics start with `topic_root`
     /// (`<prefix>/<device>/`), switches in their defaults (detecting).
-    pub fn new(topic_root: String) -> Self {
+    pub(crate) fn new(topic_root: String) -> Self {
         Self {
             topic_root,
             switches: Arc::new(Switches::default()),
@@ -108,12 +108,12 @@ impl Control {
     }
 
     /// The switches, for the inference thread and the `state` message.
-    pub fn switches(&self) -> Arc<Switches> {
+    pub(crate) fn switches(&self) -> Arc<Switches> {
         self.switches.clone()
     }
 
     /// The topics to subscribe to.
-    pub fn topics(&self) -> Vec<String> {
+    pub(crate) fn topics(&self) -> Vec<String> {
         ["detect/set", "snapshot/set"]
             .map(|t| format!("{}{t}", self.topic_root))
             .to_vec()
@@ -123,7 +123,7 @@ impl Control {
     /// topic, else the answer to publish on `state`. A retained command is
     /// refused: a stale `OFF` left on the broker must not pause a box that
     /// restarts.
-    pub fn handle(&self, topic: &str, payload: &[u8], retained: bool) -> Option<Answer> {
+    pub(crate) fn handle(&self, topic: &str, payload: &[u8], retained: bool) -> Option<Answer> {
         let suffix = topic.strip_prefix(&self.topic_root)?;
         if suffix != "detect/set" && suffix != "snapshot/set" {
             return None;

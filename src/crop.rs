@@ -18,17 +18,17 @@ pub(crate) const MAX_THUMBNAIL_MARGIN: f32 = 0.5;
 /// gone (the best sighting of a defect may be several frames old when the
 /// event is sent).
 #[derive(Debug, Clone)]
-pub struct ModuleCrop {
+pub(crate) struct ModuleCrop {
     /// The cut-out, with the original radiometry, sequence and capture time.
-    pub frame: Frame,
+    pub(crate) frame: Frame,
     /// The module outline in the cut-out's coordinates.
-    pub quad: Quad,
+    pub(crate) quad: Quad,
 }
 
 impl ModuleCrop {
     /// Cuts the module's box plus `margin` (fraction of the box size on each
     /// side) out of `frame`. `None` when the box misses the frame.
-    pub fn new(frame: &Frame, quad: &Quad, margin: f32) -> Option<ModuleCrop> {
+    pub(crate) fn new(frame: &Frame, quad: &Quad, margin: f32) -> Option<ModuleCrop> {
         let (x0, y0, x1, y1) = crop_rect(quad, margin, frame.width(), frame.height())?;
         let (w, cw) = (frame.width() as usize, (x1 - x0) as usize);
         let rows =

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// The configuration key that sets the limit: every refusal names it, so
 /// whoever meets the limit with a real frame knows what to raise.
-pub const KEY: &str = "[source] max_pixels";
+pub(crate) const KEY: &str = "[source] max_pixels";
 
 /// Pixels in one Mpx as the limit is written (32 Mpx = 32 x 2^20).
 const MPX: u64 = 1024 * 1024;
@@ -29,29 +29,30 @@ pub struct PixelLimit(u64);
 
 impl PixelLimit {
     /// The default: 32 Mpx, 25 times the largest thermal frame.
-    pub const DEFAULT: PixelLimit = PixelLimit(32 * MPX);
+    pub(crate) const DEFAULT: PixelLimit = PixelLimit(32 * MPX);
     /// The smallest limit the configuration accepts: 80x60, the smallest
     /// thermal frame pvtherm reads (Lepton 2); a lower one refuses them all.
-    pub const MIN: u64 = 80 * 60;
+    pub(crate) const MIN: u64 = 80 * 60;
     /// The largest limit the configuration accepts: 256 Mpx (16384x16384),
     /// whose decoding already takes up to 2 GiB; beyond that the limit no
     /// longer protects anything.
-    pub const MAX: u64 = 256 * MPX;
+    pub(crate) const MAX: u64 = 256 * MPX;
 
     /// A limit of `pixels` pixels (the configuration range-checks the value
     /// against [`Self::MIN`]..=[`Self::MAX`]; this does not).
-    pub const fn new(pixels: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) const fn new(pixels: u64) -> Self {
         Self(pixels)
     }
 
     /// The limit in pixels.
-    pub const fn pixels(self) -> u64 {
+    pub(crate) const fn pixels(self) -> u64 {
         self.0
     }
 
     /// Refuses a `width` x `height` image of more pixels than the limit;
     /// `what` names the image in the error ("PNG", "embedded raw TIFF").
-    pub fn check(self, what: &str, width: u64, height: u64) -> Result<(), TooLarge> {
+    pub(crate) fn check(self, what: &str, width: u64, height: u64) -> Result<(), TooLarge> {
         if width.saturating_mul(height) > self.0 {
             return Err(TooLarge {
                 what: what.to_string(),
@@ -65,7 +66,7 @@ impl PixelLimit {
 
     /// Decodes `bytes` as `format` through the `image` crate after checking
     /// the size its header claims, with an allocation limit as a second guard.
-    pub fn decode_image(
+    pub(crate) fn decode_image(
         self,
         bytes: &[u8],
         format: image::ImageFormat,
@@ -114,15 +115,15 @@ impl std::fmt::Display for PixelLimit {
     (*width as f64) * (*height as f64) / MPX as f64,
     limit.pixels()
 )]
-pub struct TooLarge {
+pub(crate) struct TooLarge {
     /// What claimed the size ("PNG image", "FLIR RawData").
-    pub what: String,
+    pub(crate) what: String,
     /// Claimed width.
-    pub width: u64,
+    pub(crate) width: u64,
     /// Claimed height.
-    pub height: u64,
+    pub(crate) height: u64,
     /// The limit it is over.
-    pub limit: PixelLimit,
+    pub(crate) limit: PixelLimit,
 }
 
 #[cfg(test)]

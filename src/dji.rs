@@ -75,7 +75,7 @@ pub(crate) enum Layout {
 
 impl Layout {
     /// The name used in reports ("ThermalParams", ...: exiftool's table names).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Layout::H20t => "ThermalParams",
             Layout::Float { .. } => "ThermalParams2",
@@ -90,15 +90,15 @@ impl Layout {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Params {
     /// Object emissivity, 0..1.
-    pub emissivity: f64,
+    pub(crate) emissivity: f64,
     /// Object distance in metres.
-    pub distance_m: f64,
+    pub(crate) distance_m: f64,
     /// Relative humidity, 0..1.
-    pub humidity: f64,
+    pub(crate) humidity: f64,
     /// Reflected apparent temperature in degrees C, when stored.
-    pub reflected_c: Option<f64>,
+    pub(crate) reflected_c: Option<f64>,
     /// Ambient (air) temperature in degrees C, when stored.
-    pub ambient_c: Option<f64>,
+    pub(crate) ambient_c: Option<f64>,
 }
 
 /// What the raw values of a DJI plane can be converted to.
@@ -120,22 +120,22 @@ pub(crate) enum Calibration {
 #[derive(Debug, Clone)]
 pub(crate) struct DjiThermal {
     /// EXIF Model ("ZH20T", "M3T", "XT S", ...).
-    pub model: String,
+    pub(crate) model: String,
     /// The product name for messages ("Zenmuse H20T"), or the model.
-    pub camera: String,
-    pub width: u32,
-    pub height: u32,
+    pub(crate) camera: String,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// The raw plane, row-major.
-    pub raw: Vec<u16>,
-    pub layout: Layout,
+    pub(crate) raw: Vec<u16>,
+    pub(crate) layout: Layout,
     /// The measurement parameters, `None` for [`Layout::None`].
-    pub params: Option<Params>,
-    pub calibration: Calibration,
+    pub(crate) params: Option<Params>,
+    pub(crate) calibration: Calibration,
     /// Time, position and pose from EXIF and XMP.
-    pub metadata: Metadata,
+    pub(crate) metadata: Metadata,
     /// The camera's pixel pitch in micrometres when known, for the ground
     /// projection (with EXIF FocalLength).
-    pub pixel_pitch_um: Option<f64>,
+    pub(crate) pixel_pitch_um: Option<f64>,
 }
 
 /// Why a DJI file could not be read.
@@ -405,7 +405,7 @@ fn read_params(segments: &[Segment<'_>]) -> Result<(Layout, Params), String> {
 impl Params {
     /// Values outside their physical range, for a warning: such parameters
     /// are reported but flagged.
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !(self.emissivity > 0.0 && self.emissivity <= 1.0) {
             out.push(format!("emissivity {} is outside 0..1", self.emissivity));

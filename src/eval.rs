@@ -16,7 +16,7 @@ use crate::model::preprocess::resize_bilinear;
 use crate::model::{Decision, DefectAssessment, ModuleDetection};
 
 /// IoU at which a prediction counts as finding an annotated module.
-pub const MATCH_IOU: f32 = 0.5;
+pub(crate) const MATCH_IOU: f32 = 0.5;
 
 /// One annotated module of the data set (`instances[]` of an annotation file).
 #[derive(Debug, Clone, PartialEq)]
@@ -137,15 +137,15 @@ pub fn match_image(
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub images: usize,
-    pub modules_true: usize,
-    pub modules_predicted: usize,
+    pub(crate) modules_true: usize,
+    pub(crate) modules_predicted: usize,
     /// (score, is true positive) of every prediction, for AP.
     scored: Vec<(f32, bool)>,
     /// Predictions at or above the operating threshold that matched.
     true_positives: usize,
-    pub defects_true: usize,
-    pub defects_predicted: usize,
-    pub defects_correct: usize,
+    pub(crate) defects_true: usize,
+    pub(crate) defects_predicted: usize,
+    pub(crate) defects_correct: usize,
     latencies_ms: Vec<f64>,
     /// (decision value, matches a defective annotation) of every prediction
     /// at or above the operating threshold, for the defect curve.
@@ -156,14 +156,14 @@ pub struct Tally {
 
 /// The value a defect decision compares with its threshold: the classifier's
 /// `defect_score`, or the fused rule's logit z.
-pub fn decision_value(d: &DefectAssessment) -> f32 {
+pub(crate) fn decision_value(d: &DefectAssessment) -> f32 {
     match d.decision {
         Decision::Classifier => d.defect_score,
         Decision::Fused => d.fused_logit.unwrap_or(f32::NEG_INFINITY),
     }
 }
 
-/// Which rule decided and at which threshold on its [`decision_value`].
+/// Which rule decided and at which threshold on its `decision_value`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OperatingPoint {
     pub decision: Decision,

@@ -26,34 +26,34 @@ use crate::jpeg::Segment;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Metadata {
     /// EXIF Make (IFD0 0x010F), trimmed.
-    pub make: Option<String>,
+    pub(crate) make: Option<String>,
     /// EXIF Model (IFD0 0x0110), trimmed: what selects a camera's layout.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Capture time from the EXIF date tags.
-    pub captured: Option<CaptureTime>,
+    pub(crate) captured: Option<CaptureTime>,
     /// Where the drone (camera) was.
-    pub position: Option<CameraPosition>,
+    pub(crate) position: Option<CameraPosition>,
     /// How the camera pointed.
-    pub pose: Pose,
+    pub(crate) pose: Pose,
     /// EXIF FocalLength (0x920A) in millimetres, for the camera model.
-    pub focal_length_mm: Option<f64>,
+    pub(crate) focal_length_mm: Option<f64>,
     /// Metadata that was present but could not be read, for the log.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A capture instant from EXIF.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CaptureTime {
     /// Seconds since the Unix epoch, with the sub-second part.
-    pub unix_seconds: f64,
+    pub(crate) unix_seconds: f64,
     /// Whether an OffsetTimeOriginal tag gave the UTC offset; when false the
     /// local time was taken as UTC (see the module doc).
-    pub utc_offset_known: bool,
+    pub(crate) utc_offset_known: bool,
 }
 
 impl CaptureTime {
     /// As a [`std::time::SystemTime`] (times before 1970 are clamped to it).
-    pub fn to_system_time(self) -> std::time::SystemTime {
+    pub(crate) fn to_system_time(self) -> std::time::SystemTime {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(self.unix_seconds.max(0.0))
     }
 }
@@ -62,23 +62,23 @@ impl CaptureTime {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CameraPosition {
     /// WGS-84 latitude in degrees, north positive.
-    pub latitude_deg: f64,
+    pub(crate) latitude_deg: f64,
     /// WGS-84 longitude in degrees, east positive.
-    pub longitude_deg: f64,
+    pub(crate) longitude_deg: f64,
     /// Altitude above sea level in metres, when known.
-    pub absolute_altitude_m: Option<f64>,
+    pub(crate) absolute_altitude_m: Option<f64>,
     /// Height above the take-off point in metres (DJI XMP), when known: the
     /// height used for the flat-ground projection.
-    pub relative_altitude_m: Option<f64>,
+    pub(crate) relative_altitude_m: Option<f64>,
 }
 
 /// Camera and aircraft angles in degrees; each `None` when not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Pose {
-    pub gimbal_yaw_deg: Option<f64>,
-    pub gimbal_pitch_deg: Option<f64>,
-    pub gimbal_roll_deg: Option<f64>,
-    pub flight_yaw_deg: Option<f64>,
+    pub(crate) gimbal_yaw_deg: Option<f64>,
+    pub(crate) gimbal_pitch_deg: Option<f64>,
+    pub(crate) gimbal_roll_deg: Option<f64>,
+    pub(crate) flight_yaw_deg: Option<f64>,
 }
 
 /// Reads the metadata of a JPEG from its segments: the `Exif\0\0` APP1 (a
@@ -111,21 +111,21 @@ pub(crate) fn from_tiff(tiff: &[u8]) -> Metadata {
 
 /// EXIF tag numbers used here.
 mod tag {
-    pub const MAKE: u16 = 0x010F;
-    pub const MODEL: u16 = 0x0110;
-    pub const XMP: u16 = 700;
-    pub const EXIF_IFD: u16 = 0x8769;
-    pub const GPS_IFD: u16 = 0x8825;
-    pub const DATE_TIME_ORIGINAL: u16 = 0x9003;
-    pub const OFFSET_TIME_ORIGINAL: u16 = 0x9011;
-    pub const SUB_SEC_TIME_ORIGINAL: u16 = 0x9291;
-    pub const FOCAL_LENGTH: u16 = 0x920A;
-    pub const GPS_LATITUDE_REF: u16 = 1;
-    pub const GPS_LATITUDE: u16 = 2;
-    pub const GPS_LONGITUDE_REF: u16 = 3;
-    pub const GPS_LONGITUDE: u16 = 4;
-    pub const GPS_ALTITUDE_REF: u16 = 5;
-    pub const GPS_ALTITUDE: u16 = 6;
+    pub(crate) const MAKE: u16 = 0x010F;
+    pub(crate) const MODEL: u16 = 0x0110;
+    pub(crate) const XMP: u16 = 700;
+    pub(crate) const EXIF_IFD: u16 = 0x8769;
+    pub(crate) const GPS_IFD: u16 = 0x8825;
+    pub(crate) const DATE_TIME_ORIGINAL: u16 = 0x9003;
+    pub(crate) const OFFSET_TIME_ORIGINAL: u16 = 0x9011;
+    pub(crate) const SUB_SEC_TIME_ORIGINAL: u16 = 0x9291;
+    pub(crate) const FOCAL_LENGTH: u16 = 0x920A;
+    pub(crate) const GPS_LATITUDE_REF: u16 = 1;
+    pub(crate) const GPS_LATITUDE: u16 = 2;
+    pub(crate) const GPS_LONGITUDE_REF: u16 = 3;
+    pub(crate) const GPS_LONGITUDE: u16 = 4;
+    pub(crate) const GPS_ALTITUDE_REF: u16 = 5;
+    pub(crate) const GPS_ALTITUDE: u16 = 6;
 }
 
 /// A bounds-checked view of a TIFF structure in its byte order.
@@ -458,15 +458,15 @@ fn read_xmp(xmp: &str, meta: &mut Metadata) {
 /// A pinhole camera: focal length in pixels and the principal point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Intrinsics {
-    pub focal_px: f64,
-    pub cx: f64,
-    pub cy: f64,
+    pub(crate) focal_px: f64,
+    pub(crate) cx: f64,
+    pub(crate) cy: f64,
 }
 
 impl Intrinsics {
     /// From the lens focal length and the sensor's pixel pitch (what EXIF
     /// and the data sheet give), principal point at the image centre.
-    pub fn from_focal(focal_mm: f64, pixel_pitch_um: f64, width: u32, height: u32) -> Self {
+    pub(crate) fn from_focal(focal_mm: f64, pixel_pitch_um: f64, width: u32, height: u32) -> Self {
         Self::centred(focal_mm * 1000.0 / pixel_pitch_um, width, height)
     }
 
@@ -485,11 +485,11 @@ pub(crate) const MIN_DEPRESSION_DEG: f64 = 5.0;
 /// Where a pixel's line of sight meets the ground.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct GroundPoint {
-    pub latitude_deg: f64,
-    pub longitude_deg: f64,
+    pub(crate) latitude_deg: f64,
+    pub(crate) longitude_deg: f64,
     /// Metres north and east of the camera's position.
-    pub north_m: f64,
-    pub east_m: f64,
+    pub(crate) north_m: f64,
+    pub(crate) east_m: f64,
 }
 
 /// Projects pixel (`u`, `v`) (pixel centres at +0.5) onto flat ground

@@ -25,21 +25,21 @@ pub struct RadiometricImage {
     /// Raw image width in pixels.
     pub width: u32,
     /// Raw image height in pixels.
-    pub height: u32,
+    pub(crate) height: u32,
     /// Raw counts, row-major, `width * height` values.
     pub raw: Vec<u16>,
     /// Planck and object constants from the CameraInfo record.
     pub planck: PlanckParams,
     /// Capture time from CameraInfo (DateTimeOriginal), when the file has one.
-    pub captured_at: Option<SystemTime>,
+    pub(crate) captured_at: Option<SystemTime>,
     /// Camera model string from CameraInfo (for logs and reports; may be empty).
-    pub camera_model: String,
+    pub(crate) camera_model: String,
 }
 
 /// Why FLIR data could not be read. [`FlirError::NoFlirData`] is kept apart so
 /// that callers can fall back to the visible JPEG.
 #[derive(Debug, thiserror::Error)]
-pub enum FlirError {
+pub(crate) enum FlirError {
     /// The bytes are not a JPEG at all.
     #[error("not a JPEG file (no SOI marker)")]
     NotJpeg,
@@ -64,7 +64,7 @@ type FlirResult<T> = Result<T, FlirError>;
 
 /// Reads a FLIR R-JPEG or a standalone FFF file (detected by content).
 /// Errors name the file and the problem. Raw images are bounded by the
-/// default [`PixelLimit`].
+/// default `PixelLimit`.
 pub fn read_file(path: &Path) -> anyhow::Result<RadiometricImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("{}: cannot read file", path.display()))?;
@@ -74,7 +74,7 @@ pub fn read_file(path: &Path) -> anyhow::Result<RadiometricImage> {
 
 /// Parses an in-memory R-JPEG (starts with the JPEG SOI marker) or FFF file,
 /// with the default [`PixelLimit`].
-pub fn parse_bytes(bytes: &[u8]) -> FlirResult<RadiometricImage> {
+pub(crate) fn parse_bytes(bytes: &[u8]) -> FlirResult<RadiometricImage> {
     let limit = PixelLimit::DEFAULT;
     if bytes.starts_with(&[0xFF, 0xD8]) {
         parse_rjpeg(bytes, limit)
@@ -85,7 +85,7 @@ pub fn parse_bytes(bytes: &[u8]) -> FlirResult<RadiometricImage> {
 
 /// Parses a FLIR radiometric JPEG: collects the FLIR APP1 chunks and parses
 /// the FFF container they form; a raw image over `limit` is refused.
-pub fn parse_rjpeg(jpeg: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
+pub(crate) fn parse_rjpeg(jpeg: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
     let fff = extract_flir_app1(jpeg)?;
     parse_fff(&fff, limit)
 }
@@ -93,7 +93,7 @@ pub fn parse_rjpeg(jpeg: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImag
 /// Concatenates, in chunk order, the payloads of the JPEG's APP1 segments that
 /// start with `FLIR\0`. Each such segment has an 8-byte header: `FLIR\0`, one
 /// byte, the chunk index and the chunk count minus one (as exiftool reads it).
-pub fn extract_flir_app1(jpeg: &[u8]) -> FlirResult<Vec<u8>> {
+pub(crate) fn extract_flir_app1(jpeg: &[u8]) -> FlirResult<Vec<u8>> {
     use crate::jpeg::JpegError;
     let segments = crate::jpeg::segments(jpeg).map_err(|e| match e {
         JpegError::NotJpeg => FlirError::NotJpeg,
@@ -211,7 +211,7 @@ const REC_CAMERA_INFO: u16 = 0x20;
 /// Parses an FFF container (standalone `.fff` file or the concatenated FLIR
 /// APP1 payload of an R-JPEG). The RawData size is checked against `limit`
 /// before its pixels are decoded.
-pub fn parse_fff(fff: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
+pub(crate) fn parse_fff(fff: &[u8], limit: PixelLimit) -> FlirResult<RadiometricImage> {
     if fff.len() < 4 || !(fff.starts_with(b"FFF\0") || fff.starts_with(b"AFF\0")) {
         return Err(FlirError::Corrupt(
             "no FFF header (expected \"FFF\\0\")".into(),

@@ -37,7 +37,7 @@ pub enum PixelFormat {
 impl PixelFormat {
     /// All formats, in the order `auto` negotiation prefers them
     /// (radiometric first).
-    pub const PREFERENCE: [PixelFormat; 4] = [
+    pub(crate) const PREFERENCE: [PixelFormat; 4] = [
         PixelFormat::Y16,
         PixelFormat::Tc001,
         PixelFormat::Grey,
@@ -45,7 +45,7 @@ impl PixelFormat {
     ];
 
     /// The V4L2 fourcc the device announces for this layout.
-    pub fn fourcc(self) -> [u8; 4] {
+    pub(crate) fn fourcc(self) -> [u8; 4] {
         match self {
             PixelFormat::Y16 => *b"Y16 ",
             PixelFormat::Grey => *b"GREY",
@@ -54,7 +54,7 @@ impl PixelFormat {
     }
 
     /// Short name as used in the config and on the command line.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PixelFormat::Y16 => "Y16",
             PixelFormat::Tc001 => "TC001",
@@ -65,22 +65,16 @@ impl PixelFormat {
 
     /// Bytes one pixel occupies in the V4L2 buffer (minimum bytes per line =
     /// width * this).
-    pub fn bytes_per_pixel(self) -> usize {
+    pub(crate) fn bytes_per_pixel(self) -> usize {
         match self {
             PixelFormat::Grey => 1,
             PixelFormat::Y16 | PixelFormat::Yuyv | PixelFormat::Tc001 => 2,
         }
     }
 
-    /// Whether frames of this layout can carry absolute temperatures
-    /// (Y16 only when TLinear is on; TC001 always).
-    pub fn can_be_radiometric(self) -> bool {
-        matches!(self, PixelFormat::Y16 | PixelFormat::Tc001)
-    }
-
     /// The frame size the device must announce for this layout to be usable,
     /// when the layout imposes one (TC001: 256x384 YUYV).
-    pub fn required_device_size(self) -> Option<(u32, u32)> {
+    pub(crate) fn required_device_size(self) -> Option<(u32, u32)> {
         match self {
             PixelFormat::Tc001 => Some((TC001_WIDTH, TC001_HEIGHT)),
             _ => None,
@@ -89,7 +83,7 @@ impl PixelFormat {
 
     /// Size of the decoded frame for a device frame of `width` x `height`
     /// (TC001 keeps only the lower half).
-    pub fn output_size(self, width: u32, height: u32) -> (u32, u32) {
+    pub(crate) fn output_size(self, width: u32, height: u32) -> (u32, u32) {
         match self {
             PixelFormat::Tc001 => (width, height / 2),
             _ => (width, height),
@@ -98,9 +92,9 @@ impl PixelFormat {
 }
 
 /// Device frame width of the TC001/InfiRay layout.
-pub const TC001_WIDTH: u32 = 256;
+pub(crate) const TC001_WIDTH: u32 = 256;
 /// Device frame height of the TC001/InfiRay layout (preview + temperature halves).
-pub const TC001_HEIGHT: u32 = 384;
+pub(crate) const TC001_HEIGHT: u32 = 384;
 
 impl fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,7 +122,7 @@ impl FromStr for PixelFormat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RadiometricMode {
-    /// Decide per frame with [`Y16Content::classify`], the rule image files
+    /// Decide per frame with `Y16Content::classify`, the rule image files
     /// follow too: AGC output and raw counts are relative, centi-kelvin of a
     /// real scene is absolute.
     #[default]
@@ -169,7 +163,7 @@ pub struct BufferLayout {
 
 impl BufferLayout {
     /// A layout without line padding (raw files, most USB cameras).
-    pub fn packed(format: PixelFormat, width: u32, height: u32) -> Self {
+    pub(crate) fn packed(format: PixelFormat, width: u32, height: u32) -> Self {
         BufferLayout {
             format,
             width,
@@ -179,12 +173,12 @@ impl BufferLayout {
     }
 
     /// Bytes of pixel data in one line (without padding).
-    pub fn row_bytes(&self) -> usize {
+    pub(crate) fn row_bytes(&self) -> usize {
         self.width as usize * self.format.bytes_per_pixel()
     }
 
     /// The effective line pitch (`bytes_per_line`, or the packed row size when 0).
-    pub fn stride(&self) -> usize {
+    pub(crate) fn stride(&self) -> usize {
         if self.bytes_per_line == 0 {
             self.row_bytes()
         } else {
@@ -193,7 +187,7 @@ impl BufferLayout {
     }
 
     /// Smallest buffer that holds a full frame (the last line needs no padding).
-    pub fn min_buffer_len(&self) -> usize {
+    pub(crate) fn min_buffer_len(&self) -> usize {
         match self.height {
             0 => 0,
             h => self.stride() * (h as usize - 1) + self.row_bytes(),
@@ -201,7 +195,7 @@ impl BufferLayout {
     }
 
     /// Checks the layout itself (sizes, stride), before any buffer is looked at.
-    pub fn validate(&self) -> Result<(), DecodeError> {
+    pub(crate) fn validate(&self) -> Result<(), DecodeError> {
         if self.width == 0 || self.height == 0 {
             return Err(DecodeError::EmptyFrame {
                 format: self.format,
@@ -229,7 +223,7 @@ impl BufferLayout {
 /// Why a buffer could not be decoded. The messages name the format and sizes
 /// so an operator can compare them with `pvtherm cameras`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Width or height is zero.
     #[error(
         "{format} frame has no pixels ({width}x{height}): check the configured width and height"
@@ -265,7 +259,7 @@ pub enum DecodeError {
 /// Y16 (TC001 is always absolute; GREY and YUYV never are). Extra bytes after
 /// the frame are ignored (mmap buffers are page-rounded); a short buffer is an
 /// error, never a panic.
-pub fn decode(
+pub(crate) fn decode(
     layout: &BufferLayout,
     data: &[u8],
     radiometric: RadiometricMode,
@@ -314,7 +308,7 @@ pub fn decode(
 
 /// Decodes a packed little-endian Y16 frame (a Lepton `.y16` file or a
 /// PureThermal buffer without padding).
-pub fn decode_y16(
+pub(crate) fn decode_y16(
     width: u32,
     height: u32,
     data: &[u8],
@@ -328,7 +322,7 @@ pub fn decode_y16(
 }
 
 /// The radiometry of Y16 values under the configured mode.
-pub fn y16_radiometry(values: &[u16], mode: RadiometricMode) -> Radiometry {
+pub(crate) fn y16_radiometry(values: &[u16], mode: RadiometricMode) -> Radiometry {
     match mode {
         RadiometricMode::Yes => LEPTON_TLINEAR,
         RadiometricMode::No => Radiometry::Relative,

@@ -111,24 +111,24 @@ impl Frame {
 /// sequence number and an origin: what every decoder returns, from a camera
 /// buffer ([`crate::formats`]) or an image file ([`crate::imageio`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// Output width in pixels.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Output height in pixels (TC001: the temperature half only).
-    pub height: u32,
+    pub(crate) height: u32,
     /// Row-major pixels without padding.
-    pub pixels: Pixels,
+    pub(crate) pixels: Pixels,
     /// How the pixel values map to temperature.
-    pub radiometry: Radiometry,
+    pub(crate) radiometry: Radiometry,
     /// Capture time the data records itself (FLIR files); `None` when the
     /// source must supply it (camera buffers are timestamped by the driver).
-    pub captured_at: Option<SystemTime>,
+    pub(crate) captured_at: Option<SystemTime>,
 }
 
 impl Decoded {
     /// Turns the decoded pixels into a pipeline [`Frame`]; `captured_at` is
     /// used when the data records no capture time of its own.
-    pub fn into_frame(
+    pub(crate) fn into_frame(
         self,
         sequence: u64,
         captured_at: SystemTime,

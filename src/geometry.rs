@@ -11,31 +11,31 @@ pub struct Point {
 
 /// An axis-aligned box in frame pixel coordinates (x0 <= x1, y0 <= y1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BBox {
-    pub x0: f32,
-    pub y0: f32,
-    pub x1: f32,
-    pub y1: f32,
+pub(crate) struct BBox {
+    pub(crate) x0: f32,
+    pub(crate) y0: f32,
+    pub(crate) x1: f32,
+    pub(crate) y1: f32,
 }
 
 impl BBox {
-    pub fn width(&self) -> f32 {
+    pub(crate) fn width(&self) -> f32 {
         (self.x1 - self.x0).max(0.0)
     }
-    pub fn height(&self) -> f32 {
+    pub(crate) fn height(&self) -> f32 {
         (self.y1 - self.y0).max(0.0)
     }
-    pub fn area(&self) -> f32 {
+    pub(crate) fn area(&self) -> f32 {
         self.width() * self.height()
     }
-    pub fn center(&self) -> Point {
+    pub(crate) fn center(&self) -> Point {
         Point {
             x: 0.5 * (self.x0 + self.x1),
             y: 0.5 * (self.y0 + self.y1),
         }
     }
     /// The box clipped to a `width` x `height` frame.
-    pub fn clipped(&self, width: f32, height: f32) -> BBox {
+    pub(crate) fn clipped(&self, width: f32, height: f32) -> BBox {
         BBox {
             x0: self.x0.clamp(0.0, width),
             y0: self.y0.clamp(0.0, height),
@@ -44,7 +44,7 @@ impl BBox {
         }
     }
     /// Intersection over union; 0 for disjoint or empty boxes.
-    pub fn iou(&self, other: &BBox) -> f32 {
+    pub(crate) fn iou(&self, other: &BBox) -> f32 {
         let ix = (self.x1.min(other.x1) - self.x0.max(other.x0)).max(0.0);
         let iy = (self.y1.min(other.y1) - self.y0.max(other.y0)).max(0.0);
         let inter = ix * iy;
@@ -66,7 +66,8 @@ impl Quad {
     /// The axis-aligned rectangle from (x0, y0) to (x1, y1), corners in the
     /// data set's order (top-right first). For tests and synthetic scenes,
     /// where a module is a plain rectangle.
-    pub fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
+    #[cfg(test)]
+    pub(crate) fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Quad {
         Quad([
             Point { x: x1, y: y0 },
             Point { x: x0, y: y0 },
@@ -75,7 +76,7 @@ impl Quad {
         ])
     }
     /// The smallest axis-aligned box holding the four corners.
-    pub fn bbox(&self) -> BBox {
+    pub(crate) fn bbox(&self) -> BBox {
         let mut b = BBox {
             x0: f32::MAX,
             y0: f32::MAX,
@@ -91,7 +92,7 @@ impl Quad {
         b
     }
     /// Mean of the corners.
-    pub fn center(&self) -> Point {
+    pub(crate) fn center(&self) -> Point {
         let (sx, sy) = self
             .0
             .iter()
@@ -102,13 +103,14 @@ impl Quad {
         }
     }
     /// Whether `p` lies inside the (convex or not) quadrilateral (even-odd rule).
-    pub fn contains(&self, p: Point) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, p: Point) -> bool {
         self.crossings_at(p.y).inside(p.x)
     }
     /// Where the horizontal line at `y` crosses the outline. Computed once per
-    /// row, it answers [`Quad::contains`] for every point of that row with a
+    /// row, it tells for every point of that row whether it lies inside with a
     /// few comparisons instead of four divisions each (pixel loops).
-    pub fn crossings_at(&self, y: f32) -> RowCrossings {
+    pub(crate) fn crossings_at(&self, y: f32) -> RowCrossings {
         let mut row = RowCrossings {
             xs: [0.0; 4],
             len: 0,
@@ -126,7 +128,8 @@ impl Quad {
         row
     }
     /// Polygon area (shoelace).
-    pub fn area(&self) -> f32 {
+    #[cfg(test)]
+    pub(crate) fn area(&self) -> f32 {
         let c = &self.0;
         let mut s = 0.0;
         for i in 0..4 {
@@ -146,20 +149,20 @@ impl Quad {
 
 /// The x positions where one horizontal line crosses a [`Quad`]'s edges.
 #[derive(Debug, Clone, Copy)]
-pub struct RowCrossings {
+pub(crate) struct RowCrossings {
     xs: [f32; 4],
     len: usize,
 }
 
 impl RowCrossings {
     /// Whether the line misses the quad.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
     /// Whether the point at `x` on this line is inside: an odd number of
     /// crossings lie to its right (even-odd rule).
     #[inline]
-    pub fn inside(&self, x: f32) -> bool {
+    pub(crate) fn inside(&self, x: f32) -> bool {
         self.xs[..self.len].iter().filter(|&&c| x < c).count() % 2 == 1
     }
 }

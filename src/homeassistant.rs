@@ -26,15 +26,15 @@ const ANSWER_DELAY_MS: std::ops::Range<u64> = 500..5_000;
 /// `[homeassistant]`: MQTT discovery for Home Assistant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HomeAssistantConfig {
+pub(crate) struct HomeAssistantConfig {
     /// Publish the discovery config. Off: the daemon removes the device from
     /// Home Assistant (empty retained config) at every connection.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Home Assistant's discovery prefix (its MQTT integration setting).
-    pub discovery_prefix: String,
+    pub(crate) discovery_prefix: String,
     /// The device's id in the discovery topic: letters, digits, `_` and `-`.
     /// Default: the device id with every other character replaced by `_`.
-    pub node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
 }
 
 impl Default for HomeAssistantConfig {
@@ -50,7 +50,7 @@ impl Default for HomeAssistantConfig {
 impl HomeAssistantConfig {
     /// The discovery prefix is a topic without wildcards or empty levels, the
     /// node id a single level of the characters Home Assistant accepts.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let prefix = &self.discovery_prefix;
         if prefix.is_empty()
             || prefix.split('/').any(str::is_empty)
@@ -67,7 +67,7 @@ impl HomeAssistantConfig {
     }
 
     /// The node id: configured, or derived from the device id.
-    pub fn node_id(&self, identity: &Identity) -> String {
+    pub(crate) fn node_id(&self, identity: &Identity) -> String {
         self.node_id.clone().unwrap_or_else(|| {
             identity
                 .device()
@@ -78,7 +78,7 @@ impl HomeAssistantConfig {
     }
 
     /// `<discovery_prefix>/device/<node_id>/config`.
-    pub fn config_topic(&self, identity: &Identity) -> String {
+    pub(crate) fn config_topic(&self, identity: &Identity) -> String {
         format!(
             "{}/device/{}/config",
             self.discovery_prefix,
@@ -87,7 +87,7 @@ impl HomeAssistantConfig {
     }
 
     /// `<discovery_prefix>/status`, where Home Assistant says `online` when it starts.
-    pub fn status_topic(&self) -> String {
+    pub(crate) fn status_topic(&self) -> String {
         format!("{}/status", self.discovery_prefix)
     }
 }
@@ -102,17 +102,17 @@ fn is_node_id(id: &str) -> bool {
 
 /// What the discovery message describes besides the topics.
 #[derive(Debug, Clone)]
-pub struct DeviceFacts {
+pub(crate) struct DeviceFacts {
     /// The source gives absolute temperatures (adds the reference temperature sensor).
-    pub radiometric: bool,
+    pub(crate) radiometric: bool,
     /// The control topics are on (adds the detection switch and the snapshot button).
-    pub control: bool,
+    pub(crate) control: bool,
     /// The camera or replay, as the `camera` message names it.
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// The device-based discovery payload for this box.
-pub fn discovery_payload(
+pub(crate) fn discovery_payload(
     config: &HomeAssistantConfig,
     identity: &Identity,
     facts: &DeviceFacts,
@@ -280,7 +280,7 @@ pub fn discovery_payload(
 
 /// A wait between [`ANSWER_DELAY_MS`] before answering Home Assistant's
 /// `online`, different from box to box (seeded by the clock and the node id).
-pub fn answer_delay(node_id: &str) -> Duration {
+pub(crate) fn answer_delay(node_id: &str) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
@@ -292,7 +292,7 @@ pub fn answer_delay(node_id: &str) -> Duration {
 }
 
 /// Whether a message on the status topic says Home Assistant (re)started.
-pub fn is_online(payload: &[u8]) -> bool {
+pub(crate) fn is_online(payload: &[u8]) -> bool {
     payload.trim_ascii() == b"online"
 }
 

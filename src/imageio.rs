@@ -5,16 +5,16 @@
 //! - FLIR R-JPEG and `.fff`: 16-bit raw counts, [`Radiometry::Planck`] from the
 //!   file (relative for FLIR models sold without radiometry);
 //! - DJI-native R-JPEG (H20T, M30T, M3T, M2EA, XT S, ...): the raw thermal
-//!   plane, never the palette picture ([`crate::dji`]);
+//!   plane, never the palette picture (`crate::dji`);
 //! - plain JPEG (no FLIR or DJI data): 8-bit grey (luma), [`Radiometry::Relative`];
 //! - radiometric TIFF: float degrees C, or 16-bit with a known or configured
-//!   scale ([`crate::radiometric_tiff`]); other PNG and TIFF, 8 or 16 bit: grey
+//!   scale (`crate::radiometric_tiff`); other PNG and TIFF, 8 or 16 bit: grey
 //!   (colour is converted to luma), Relative;
 //! - FLIR `.csq` video: refused with what to do (JPEG-LS frames);
 //! - raw Lepton frames `.y16` / `.y16le` (headerless u16 little-endian): size from
 //!   a `WxH` part of the file name (`x.160x120.y16le`) or from the length
 //!   (160x120, 80x60), decoded by the camera's Y16 decoder so a file reads
-//!   as the same frame from the camera would ([`crate::radiometry::Y16Content::classify`]):
+//!   as the same frame from the camera would (`crate::radiometry::Y16Content::classify`):
 //!   TLinear centi-kelvin frames are Linear{0.01, -273.15}, AGC and raw-count
 //!   frames are Relative;
 //! - tCam `.tjsn` JSON: base64 `radiometric` field, read like a `.y16` frame.
@@ -34,7 +34,7 @@ use crate::radiometry::Radiometry;
 mod thermal;
 
 /// File name extensions [`load_frame`] understands (lower case).
-pub const EXTENSIONS: &[&str] = &[
+pub(crate) const EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "fff", "png", "tif", "tiff", "y16", "y16le", "tjsn", "csq",
 ];
 
@@ -43,7 +43,7 @@ const KNOWN_Y16_SIZES: &[(u32, u32)] = &[(160, 120), (80, 60)];
 
 /// Whether the file name has an extension [`load_frame`] understands, so a
 /// folder replay can skip annotations and notes without warning about them.
-pub fn is_supported(path: &Path) -> bool {
+pub(crate) fn is_supported(path: &Path) -> bool {
     extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
 }
 
@@ -72,10 +72,10 @@ fn extension(path: &Path) -> Option<String> {
 pub struct LoadOptions {
     /// degrees C = raw * scale + offset for 16-bit TIFFs of cameras whose
     /// scale pvtherm does not know (`[source.replay] raw_scale` / `raw_offset`).
-    pub raw_scale: Option<(f32, f32)>,
+    pub(crate) raw_scale: Option<(f32, f32)>,
     /// Most pixels a decoded image may have (`[source] max_pixels`), checked
     /// from the header before anything of that size is allocated.
-    pub pixel_limit: PixelLimit,
+    pub(crate) pixel_limit: PixelLimit,
 }
 
 /// A real 640x512 drone frame built into the binary (an 8-bit rendering of
@@ -97,7 +97,7 @@ pub fn load_frame(path: &Path, sequence: u64) -> anyhow::Result<Frame> {
 /// Loads one file as a [`Frame`] with the given sequence number. `origin` is
 /// the path; `captured_at` is the file's own capture time (FLIR CameraInfo,
 /// EXIF DateTimeOriginal) when it has one, else its modification time; the
-/// frame's [`Provenance`] says which, which calibration applies and which
+/// frame's `Provenance` says which, which calibration applies and which
 /// plausibility checks failed. Errors name the file and the problem.
 pub fn load_frame_with(path: &Path, sequence: u64, options: &LoadOptions) -> anyhow::Result<Frame> {
     let bytes =

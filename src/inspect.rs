@@ -29,7 +29,7 @@ pub struct Inspection {
 impl Inspector {
     /// Loads the models and sets up the analysis. `precision = "auto"` loads
     /// f32 here (see [`crate::model::PrecisionChoice::Auto`]); long-running
-    /// callers use [`Inspector::load_fastest`].
+    /// callers use `Inspector::load_fastest`.
     pub fn new(model: &ModelConfig, analysis: AnalysisConfig) -> Result<Self> {
         Self::with_stack(ModelStack::load(model)?, model, analysis)
     }
@@ -37,7 +37,7 @@ impl Inspector {
     /// As [`Inspector::new`], but `precision = "auto"` times both built-in
     /// pairs on the built-in sample frame and keeps the faster one (bounded by
     /// [`trial::TRIAL_BUDGET`]); the trial says what it measured.
-    pub fn load_fastest(
+    pub(crate) fn load_fastest(
         model: &ModelConfig,
         analysis: AnalysisConfig,
     ) -> Result<(Self, Option<PrecisionTrial>)> {
@@ -86,7 +86,7 @@ impl Inspector {
     }
 
     /// Closes every open defect track (end of a survey, shutdown).
-    pub fn finish(&mut self) -> Vec<crate::analysis::tracking::DefectEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<crate::analysis::tracking::DefectEvent> {
         self.analyser.finish()
     }
 }

@@ -9,17 +9,17 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Segment<'a> {
     /// The marker byte after 0xFF (0xE1 = APP1, 0xE3 = APP3, ...).
-    pub marker: u8,
+    pub(crate) marker: u8,
     /// Byte offset of the segment's 0xFF marker in the file, for messages.
-    pub offset: usize,
+    pub(crate) offset: usize,
     /// The payload after the two length bytes.
-    pub payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 impl Segment<'_> {
     /// "APP3" for application segments, "FFDB" style otherwise: the name
     /// exiftool -v prints, so a message can be checked against it.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self.marker {
             0xE0..=0xEF => format!("APP{}", self.marker - 0xE0),
             m => format!("FF{m:02X}"),

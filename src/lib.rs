@@ -5,12 +5,15 @@
 //! severity and tracking, and [`publish`] delivers messages over MQTT through a
 //! durable outbox. [`service`] ties the daemon to systemd.
 
+// `pub` only where another target (the binary, tests, benches) needs it.
+#![warn(unreachable_pub)]
+
 pub mod analysis;
 pub mod config;
 pub mod config_value;
-pub mod control;
-pub mod crop;
-pub mod decode_limit;
+pub(crate) mod control;
+pub(crate) mod crop;
+pub(crate) mod decode_limit;
 pub(crate) mod dji;
 pub mod eval;
 pub(crate) mod exif;
@@ -18,7 +21,7 @@ pub mod flir;
 pub mod formats;
 pub mod frame;
 pub mod geometry;
-pub mod homeassistant;
+pub(crate) mod homeassistant;
 pub mod imageio;
 pub mod inspect;
 pub(crate) mod jpeg;
@@ -27,10 +30,10 @@ pub(crate) mod median;
 pub mod messages;
 pub mod model;
 pub mod pipeline;
-pub mod pixels;
+pub(crate) mod pixels;
 pub mod position;
 pub mod preflight;
-pub mod provenance;
+pub(crate) mod provenance;
 pub mod publish;
 pub(crate) mod radiometric_tiff;
 pub mod radiometry;

@@ -1,5 +1,8 @@
 //! The `pvtherm` command line: the daemon (`run`) and the one-shot tools.
 
+// The commands are for this binary only: nothing in it is `pub`.
+#![warn(unreachable_pub)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

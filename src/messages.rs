@@ -1,6 +1,6 @@
 //! The payloads pvtherm publishes, and the report `pvtherm detect` writes.
 //! Field names are a public interface (Node-RED flows, dashboards, SCADA
-//! mappings depend on them): change them only with a new [`SCHEMA_VERSION`].
+//! mappings depend on them): change them only with a new `SCHEMA_VERSION`.
 //! README.md documents each payload with an example.
 
 use std::time::SystemTime;
@@ -25,22 +25,22 @@ pub(crate) use builder::{camera_message, control_state_message};
 pub use builder::{MessageBuilder, OutputConfig};
 
 /// Version of the JSON schema of every payload.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// Which frame a message is about.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrameInfo {
     /// Source sequence number (gaps = frames not processed).
-    pub sequence: u64,
+    pub(crate) sequence: u64,
     /// Capture time, RFC 3339 UTC with milliseconds.
     #[serde(with = "rfc3339")]
-    pub captured_at: SystemTime,
-    pub width: u32,
-    pub height: u32,
+    pub(crate) captured_at: SystemTime,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// Device path or file name.
     pub origin: String,
     /// Whether temperatures are absolute (degrees C) or relative units.
-    pub radiometric: bool,
+    pub(crate) radiometric: bool,
     /// What the file says beyond its pixels: camera, which calibration applies
     /// (`calibrated: false` with the reason where it is not the camera's own),
     /// plausibility flags, where the time came from, camera position and pose.
@@ -50,7 +50,7 @@ pub struct FrameInfo {
 
 impl FrameInfo {
     /// Describes `frame`.
-    pub fn of(frame: &Frame) -> Self {
+    pub(crate) fn of(frame: &Frame) -> Self {
         Self {
             sequence: frame.sequence,
             captured_at: frame.captured_at,
@@ -81,44 +81,44 @@ pub struct ModuleReport {
     pub index: usize,
     /// Tracker id (stable while the module stays in view; absent in one-shot reports).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub track_id: Option<u64>,
+    pub(crate) track_id: Option<u64>,
     /// Outline: four corners `{x, y}` in frame pixels (TL, TR, BR, BL).
-    pub quad: Quad,
+    pub(crate) quad: Quad,
     /// Axis-aligned box clipped to the frame.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// Detector confidence 0..1.
-    pub score: f32,
+    pub(crate) score: f32,
     pub defective: bool,
     /// The classifier's defect probability 0..1.
     pub defect_score: f32,
     /// Which rule decided `defective`: `classifier` (`defect_score` against
     /// its threshold) or `fused` (classifier and temperature evidence).
-    pub decision: crate::model::Decision,
+    pub(crate) decision: crate::model::Decision,
     /// The fused rule's score 0..1, when it decided.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fused_score: Option<f32>,
+    pub(crate) fused_score: Option<f32>,
     /// InfraredSolarModules class: No-Anomaly, Hot-Spot, Diode, Offline-Module, ...
     pub anomaly_class: String,
     /// Temperatures inside the outline (unit in `temperature.unit`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<ModuleTemperature>,
+    pub(crate) temperature: Option<ModuleTemperature>,
     /// Hottest pixel minus the frame's reference (median of healthy modules).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta_t: Option<f32>,
+    pub(crate) delta_t: Option<f32>,
     /// Severity class 1..3 (IEC TS 62446-3 practice) with its label.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity: Option<Severity>,
+    pub(crate) severity: Option<Severity>,
     /// Estimated ground position of the module centre, when the frame
     /// carries the camera's position, pose and model (flat-ground projection
     /// at the relative altitude; typically 1-5 m off for nadir survey
     /// flights, see `exif::project_to_ground`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ground_position: Option<GroundPosition>,
+    pub(crate) ground_position: Option<GroundPosition>,
 }
 
 impl ModuleReport {
     /// Flattens an analysed module of `frame`.
-    pub fn of(index: usize, m: &AnalysedModule, frame: &Frame) -> Self {
+    pub(crate) fn of(index: usize, m: &AnalysedModule, frame: &Frame) -> Self {
         let d = &m.detection;
         Self {
             index,
@@ -145,23 +145,23 @@ impl ModuleReport {
 /// `<prefix>/<device>/detections`, and the per-image report of `pvtherm detect`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectionsMessage {
-    pub schema: u32,
+    pub(crate) schema: u32,
     /// Unique id (`<device>-<run>-<sequence>`); repeated on delivery retries,
     /// so subscribers can de-duplicate (delivery is at-least-once).
-    pub message_id: String,
-    pub device: String,
+    pub(crate) message_id: String,
+    pub(crate) device: String,
     pub frame: FrameInfo,
-    pub model: ModelInfo,
+    pub(crate) model: ModelInfo,
     /// Inference time for this frame (detector + classifier), milliseconds.
     pub latency_ms: f32,
     /// `celsius` or `relative`.
-    pub unit: TemperatureUnit,
+    pub(crate) unit: TemperatureUnit,
     /// Reference temperature (median of the healthy modules), in `unit`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference_temp: Option<f32>,
+    pub(crate) reference_temp: Option<f32>,
     /// Why severities are missing, when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
     pub module_count: usize,
     pub defect_count: usize,
     pub modules: Vec<ModuleReport>,
@@ -169,7 +169,7 @@ pub struct DetectionsMessage {
 
 impl DetectionsMessage {
     /// Builds the message for one analysed frame.
-    pub fn new(
+    pub(crate) fn new(
         message_id: String,
         device: &str,
         frame: &Frame,
@@ -202,46 +202,46 @@ impl DetectionsMessage {
 
 /// Where a message's JPEG went.
 #[derive(Debug, Clone, Serialize)]
-pub struct ThumbnailRef {
+pub(crate) struct ThumbnailRef {
     /// Topic of the JPEG (binary payload).
-    pub topic: String,
+    pub(crate) topic: String,
     /// Size in bytes.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 /// `<prefix>/<device>/defects`: one per defective module per frame.
 #[derive(Debug, Clone, Serialize)]
-pub struct DefectMessage {
-    pub schema: u32,
+pub(crate) struct DefectMessage {
+    pub(crate) schema: u32,
     /// `<detections message id>-m<module index>`; also written into the
     /// thumbnail JPEG's comment segment, which links the two.
-    pub message_id: String,
+    pub(crate) message_id: String,
     /// The detections message this defect belongs to.
-    pub detections_id: String,
-    pub device: String,
-    pub frame: FrameInfo,
-    pub unit: TemperatureUnit,
-    pub module: ModuleReport,
+    pub(crate) detections_id: String,
+    pub(crate) device: String,
+    pub(crate) frame: FrameInfo,
+    pub(crate) unit: TemperatureUnit,
+    pub(crate) module: ModuleReport,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thumbnail: Option<ThumbnailRef>,
+    pub(crate) thumbnail: Option<ThumbnailRef>,
 }
 
 /// `<prefix>/<device>/events`: one physical defect's life (`new`, `update`, `end`).
 #[derive(Debug, Clone, Serialize)]
-pub struct EventMessage {
-    pub schema: u32,
-    pub device: String,
+pub(crate) struct EventMessage {
+    pub(crate) schema: u32,
+    pub(crate) device: String,
     /// The defect as the tracker reports it now.
     #[serde(flatten)]
-    pub defect: DefectReport,
+    pub(crate) defect: DefectReport,
     /// The best sighting's JPEG (`new` and `update` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thumbnail: Option<ThumbnailRef>,
+    pub(crate) thumbnail: Option<ThumbnailRef>,
 }
 
 impl EventMessage {
     /// The message for one tracker event.
-    pub fn new(device: &str, event: &DefectEvent, thumbnail: Option<ThumbnailRef>) -> Self {
+    pub(crate) fn new(device: &str, event: &DefectEvent, thumbnail: Option<ThumbnailRef>) -> Self {
         Self {
             schema: SCHEMA_VERSION,
             device: device.to_string(),
@@ -256,52 +256,52 @@ impl EventMessage {
 /// shows them without replaying the event history. Sent at start (empty: the
 /// tracker starts empty) and after every event.
 #[derive(Debug, Clone, Serialize)]
-pub struct ActiveDefectsMessage {
-    pub schema: u32,
-    pub device: String,
+pub(crate) struct ActiveDefectsMessage {
+    pub(crate) schema: u32,
+    pub(crate) device: String,
     /// Number of open defects (`defects.len()`).
-    pub count: usize,
+    pub(crate) count: usize,
     /// Oldest first.
-    pub defects: Vec<DefectReport>,
+    pub(crate) defects: Vec<DefectReport>,
 }
 
 /// One physical defect over its life, as the `events` payload and the survey
 /// report of `pvtherm detect` show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct DefectReport {
+pub(crate) struct DefectReport {
     /// Stable id across the defect's `new` / `update` / `end` messages.
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// Tracker id of the module.
-    pub track_id: u64,
+    pub(crate) track_id: u64,
     /// `new`, `update` or `end`.
     #[serde(rename = "type", serialize_with = "event_type")]
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// Capture time of the first defective sighting.
     #[serde(with = "rfc3339")]
-    pub first_seen: SystemTime,
+    pub(crate) first_seen: SystemTime,
     /// Capture time of the latest defective sighting.
     #[serde(with = "rfc3339")]
-    pub last_seen: SystemTime,
+    pub(crate) last_seen: SystemTime,
     /// Number of frames that saw the module defective.
-    pub frames_seen: u32,
+    pub(crate) frames_seen: u32,
     /// The sighting that best shows the defect (what the thumbnail shows).
-    pub best: SightingReport,
+    pub(crate) best: SightingReport,
     /// Highest defect score over the sightings.
-    pub defect_score: f32,
+    pub(crate) defect_score: f32,
     /// Anomaly class of the highest-scoring sighting.
-    pub anomaly_class: String,
+    pub(crate) anomaly_class: String,
     /// Highest delta-T over the sightings, in `unit` (`null` when unknown).
-    pub delta_t: Option<f32>,
-    pub unit: TemperatureUnit,
+    pub(crate) delta_t: Option<f32>,
+    pub(crate) unit: TemperatureUnit,
     /// Highest severity over the sightings (`null` when unknown).
-    pub severity: Option<Severity>,
+    pub(crate) severity: Option<Severity>,
     /// Camera position at the best sighting (`null` without a position source).
-    pub position: Option<Position>,
+    pub(crate) position: Option<Position>,
 }
 
 impl DefectReport {
     /// The report of one tracker event.
-    pub fn of(e: &DefectEvent) -> Self {
+    pub(crate) fn of(e: &DefectEvent) -> Self {
         Self {
             event_id: e.event_id.clone(),
             track_id: e.track_id,
@@ -322,7 +322,10 @@ impl DefectReport {
 
 /// Serialises tracker events as their [`DefectReport`]s (the `defects` of the
 /// survey report).
-pub fn defect_reports<S: Serializer>(events: &[DefectEvent], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn defect_reports<S: Serializer>(
+    events: &[DefectEvent],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(events.iter().map(DefectReport::of))
 }
 
@@ -338,27 +341,27 @@ fn event_type<S: Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> 
 /// The `best` object of a [`DefectReport`]: where the module was most central
 /// and hottest (or most surely defective).
 #[derive(Debug, Clone, Serialize)]
-pub struct SightingReport {
+pub(crate) struct SightingReport {
     /// Frame sequence number.
-    pub sequence: u64,
+    pub(crate) sequence: u64,
     /// Frame capture time.
     #[serde(with = "rfc3339")]
-    pub captured_at: SystemTime,
+    pub(crate) captured_at: SystemTime,
     /// Module outline in that frame.
-    pub quad: Quad,
+    pub(crate) quad: Quad,
     /// Axis-aligned box of the outline.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// 1 at the frame centre, 0 at a corner.
-    pub centrality: f32,
+    pub(crate) centrality: f32,
     /// Delta-T in that frame (`null` when unknown).
-    pub delta_t: Option<f32>,
+    pub(crate) delta_t: Option<f32>,
     /// Defect score in that frame.
-    pub defect_score: f32,
+    pub(crate) defect_score: f32,
 }
 
 impl SightingReport {
     /// The report of one sighting.
-    pub fn of(b: &BestSighting) -> Self {
+    pub(crate) fn of(b: &BestSighting) -> Self {
         Self {
             sequence: b.sequence,
             captured_at: b.captured_at,
@@ -373,108 +376,108 @@ impl SightingReport {
 
 /// `<prefix>/<device>/camera` (retained): the source's health.
 #[derive(Debug, Clone, Serialize)]
-pub struct CameraMessage {
-    pub schema: u32,
-    pub device: String,
+pub(crate) struct CameraMessage {
+    pub(crate) schema: u32,
+    pub(crate) device: String,
     /// `online` or `offline`.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The source (device path and format, or replay folder).
-    pub source: String,
-    pub radiometric: bool,
+    pub(crate) source: String,
+    pub(crate) radiometric: bool,
     #[serde(with = "rfc3339")]
-    pub since: SystemTime,
+    pub(crate) since: SystemTime,
 }
 
 /// `<prefix>/<device>/state` (retained, `[control]` only): what the control
 /// topics set now and the answer to the last command.
 #[derive(Debug, Clone, Serialize)]
-pub struct ControlStateMessage {
-    pub schema: u32,
-    pub device: String,
+pub(crate) struct ControlStateMessage {
+    pub(crate) schema: u32,
+    pub(crate) device: String,
     /// `ON` while frames are analysed, `OFF` while paused.
-    pub detect: &'static str,
+    pub(crate) detect: &'static str,
     /// Absent at start, before any command.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_command: Option<crate::control::Answer>,
+    pub(crate) last_command: Option<crate::control::Answer>,
 }
 
 /// Latency percentiles over the stats window.
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
-pub struct LatencyStats {
-    pub p50_ms: f32,
-    pub p95_ms: f32,
-    pub max_ms: f32,
+pub(crate) struct LatencyStats {
+    pub(crate) p50_ms: f32,
+    pub(crate) p95_ms: f32,
+    pub(crate) max_ms: f32,
 }
 
 /// `<prefix>/<device>/stats`: the daemon's health, every `stats_interval`.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatsMessage {
-    pub schema: u32,
-    pub device: String,
+pub(crate) struct StatsMessage {
+    pub(crate) schema: u32,
+    pub(crate) device: String,
     /// pvtherm version.
-    pub version: &'static str,
-    pub model: ModelInfo,
-    pub uptime_s: u64,
-    pub frames_captured: u64,
-    pub frames_processed: u64,
+    pub(crate) version: &'static str,
+    pub(crate) model: ModelInfo,
+    pub(crate) uptime_s: u64,
+    pub(crate) frames_captured: u64,
+    pub(crate) frames_processed: u64,
     /// Frames dropped: by the camera/driver, or replaced in the queue by a newer frame.
-    pub frames_dropped: u64,
+    pub(crate) frames_dropped: u64,
     /// Frames skipped on purpose (`detect_every_n`, `max_fps`).
-    pub frames_skipped: u64,
+    pub(crate) frames_skipped: u64,
     /// Processed frames per second over the last window.
-    pub fps: f32,
-    pub inference: LatencyStats,
+    pub(crate) fps: f32,
+    pub(crate) inference: LatencyStats,
     /// Frames waiting for the model (0 or 1: the queue keeps only the newest).
-    pub queue_depth: u32,
-    pub camera: &'static str,
-    pub defects_detected: u64,
-    pub events: u64,
+    pub(crate) queue_depth: u32,
+    pub(crate) camera: &'static str,
+    pub(crate) defects_detected: u64,
+    pub(crate) events: u64,
     /// Physical defects confirmed (`new` events) since 00:00 UTC.
-    pub defects_today: u64,
+    pub(crate) defects_today: u64,
     /// False while the analysis is paused (`detect/set OFF`): frames are
     /// counted as captured, none is processed.
-    pub detecting: bool,
+    pub(crate) detecting: bool,
     /// The MQTT link and the outbox (see README: durable delivery).
-    pub broker: BrokerStats,
+    pub(crate) broker: BrokerStats,
     /// What `[model] precision = "auto"` measured at start-up and chose;
     /// absent when the precision or the model files were named.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub precision_trial: Option<PrecisionTrial>,
+    pub(crate) precision_trial: Option<PrecisionTrial>,
 }
 
 /// The `broker` object of [`StatsMessage`]: the MQTT link and the outbox.
 /// Fields in alphabetical order, the order this object has always had on the
 /// wire.
 #[derive(Debug, Clone, Serialize)]
-pub struct BrokerStats {
+pub(crate) struct BrokerStats {
     /// True while an MQTT session is up.
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// Failed connection attempts and dropped links since start.
-    pub connection_failures: u64,
+    pub(crate) connection_failures: u64,
     /// Messages dropped (outbox full or too old), per class.
-    pub dropped: ClassCounts,
+    pub(crate) dropped: ClassCounts,
     /// Outbox messages sent and not yet acknowledged.
-    pub in_flight: usize,
+    pub(crate) in_flight: usize,
     /// The last connection error, kept after reconnecting (`null` if none).
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Human-readable link state, e.g. `connected to 10.0.0.2:1883`.
-    pub link: String,
+    pub(crate) link: String,
     /// Accounted bytes in the outbox.
-    pub outbox_bytes: u64,
+    pub(crate) outbox_bytes: u64,
     /// Messages waiting in the outbox (including those in flight).
-    pub outbox_depth: u64,
+    pub(crate) outbox_depth: u64,
     /// Why the outbox cannot be written right now (disk full or failing);
     /// `null` while it can.
-    pub outbox_error: Option<String>,
+    pub(crate) outbox_error: Option<String>,
     /// Messages acknowledged by the broker (QoS 1) or written out (QoS 0), per class.
-    pub published: ClassCounts,
+    pub(crate) published: ClassCounts,
     /// Successful connections after the first one.
-    pub reconnects: u64,
+    pub(crate) reconnects: u64,
     /// Messages that could not be stored at all (disk full or failing even
     /// after evicting older ones), per class: lost.
-    pub unstored: ClassCounts,
+    pub(crate) unstored: ClassCounts,
 }
 
 impl From<&PublisherStats> for BrokerStats {
@@ -497,7 +500,7 @@ impl From<&PublisherStats> for BrokerStats {
 }
 
 /// Serialises a payload; our payload types cannot fail to serialise.
-pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("payload types serialise")
 }
 

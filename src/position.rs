@@ -3,7 +3,7 @@
 //! the O&M team can walk to.
 //!
 //! A second source beside the frame source: the daemon reads
-//! [`PositionSource::current`] for each frame and hands it to the analysis,
+//! `PositionSource::current` for each frame and hands it to the analysis,
 //! which only attaches it to events and never talks to gpsd itself.
 //!
 //! gpsd speaks JSON lines over TCP: after `?WATCH={"enable":true,"json":true}`
@@ -26,7 +26,7 @@ use crate::lock::IgnorePoison;
 /// Which position source to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PositionSourceKind {
+pub(crate) enum PositionSourceKind {
     /// No position: events carry none.
     None,
     /// The fixed `latitude` / `longitude` / `altitude` from the config.
@@ -40,21 +40,21 @@ pub enum PositionSourceKind {
 /// the source itself is started by the daemon (see [`PositionSource`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PositionConfig {
+pub(crate) struct PositionConfig {
     /// `none` (default), `fixed` or `gpsd`.
-    pub source: PositionSourceKind,
+    pub(crate) source: PositionSourceKind,
     /// Latitude in degrees (WGS84), for `source = "fixed"`.
-    pub latitude: Option<f64>,
+    pub(crate) latitude: Option<f64>,
     /// Longitude in degrees (WGS84), for `source = "fixed"`.
-    pub longitude: Option<f64>,
+    pub(crate) longitude: Option<f64>,
     /// Altitude in metres, optional, for `source = "fixed"`.
-    pub altitude: Option<f64>,
+    pub(crate) altitude: Option<f64>,
     /// gpsd address (default `127.0.0.1:2947`, gpsd's standard port).
-    pub gpsd_address: String,
+    pub(crate) gpsd_address: String,
     /// A gpsd fix older than this is not used (default `"5s"`). Read from
     /// `max_fix_age_s` (seconds) in older files.
     #[serde(with = "crate::config_value::duration", alias = "max_fix_age_s")]
-    pub max_fix_age: Duration,
+    pub(crate) max_fix_age: Duration,
 }
 
 impl Default for PositionConfig {
@@ -72,7 +72,7 @@ impl Default for PositionConfig {
 
 impl PositionConfig {
     /// Checks the values; errors name the key.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.source == PositionSourceKind::Fixed {
             let (Some(lat), Some(lon)) = (self.latitude, self.longitude) else {
                 bail!("analysis.position: source = \"fixed\" needs latitude and longitude");

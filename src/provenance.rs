@@ -23,7 +23,7 @@ use crate::pixels::Pixels;
 use crate::radiometry::Radiometry;
 
 /// Scene temperatures a PV survey frame can show, degrees C.
-pub const SCENE_RANGE_C: (f32, f32) = (-60.0, 200.0);
+pub(crate) const SCENE_RANGE_C: (f32, f32) = (-60.0, 200.0);
 
 /// The extra facts about a frame (see the module doc). Empty for camera
 /// frames and files that carry none.
@@ -31,7 +31,7 @@ pub const SCENE_RANGE_C: (f32, f32) = (-60.0, 200.0);
 pub struct Provenance {
     /// The camera as the file names it ("DJI Zenmuse H20T", "FLIR XT2").
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
+    pub(crate) camera: Option<String>,
     /// Which calibration the values follow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationNote>,
@@ -40,7 +40,7 @@ pub struct Provenance {
     pub flags: Vec<String>,
     /// Where the capture time came from ("exif", "flir", "file time").
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_source: Option<&'static str>,
+    pub(crate) time_source: Option<&'static str>,
     /// Camera position and pose, for ground positions of modules.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera_position: Option<CameraView>,
@@ -70,15 +70,15 @@ pub struct CameraView {
     /// Metres above the take-off point (DJI RelativeAltitude), when recorded:
     /// the height of the flat-ground projection.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub relative_altitude: Option<f64>,
+    pub(crate) relative_altitude: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gimbal_yaw: Option<f64>,
+    pub(crate) gimbal_yaw: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gimbal_pitch: Option<f64>,
+    pub(crate) gimbal_pitch: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gimbal_roll: Option<f64>,
+    pub(crate) gimbal_roll: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub flight_yaw: Option<f64>,
+    pub(crate) flight_yaw: Option<f64>,
     /// The camera model used for projections, when known.
     #[serde(skip)]
     pub(crate) intrinsics: Option<Intrinsics>,
@@ -86,12 +86,12 @@ pub struct CameraView {
 
 /// An estimated ground position of a pixel (module centre).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct GroundPosition {
-    pub latitude: f64,
-    pub longitude: f64,
+pub(crate) struct GroundPosition {
+    pub(crate) latitude: f64,
+    pub(crate) longitude: f64,
     /// How it was obtained: always "flat-ground projection" today (see
     /// [`crate::exif::project_to_ground`] for the assumptions and the error).
-    pub method: &'static str,
+    pub(crate) method: &'static str,
 }
 
 impl CameraView {
@@ -113,7 +113,7 @@ impl CameraView {
 
     /// Where pixel (`u`, `v`) meets flat ground at the relative altitude;
     /// `None` without a height, a pose or a camera model, or above the horizon.
-    pub fn ground_position(&self, u: f64, v: f64) -> Option<GroundPosition> {
+    pub(crate) fn ground_position(&self, u: f64, v: f64) -> Option<GroundPosition> {
         let position = CameraPosition {
             latitude_deg: self.latitude,
             longitude_deg: self.longitude,
@@ -145,7 +145,7 @@ impl CameraView {
 /// Whether a FLIR camera model is sold without radiometry although its
 /// files carry a Planck block: the Vue and Duo families, unless the model
 /// has the radiometric "R" ("Vue Pro R 640 13mm", "Duo Pro R").
-pub fn is_non_radiometric_flir(model: &str) -> bool {
+pub(crate) fn is_non_radiometric_flir(model: &str) -> bool {
     let mut words = model.split_whitespace();
     let family = words.next().unwrap_or("");
     (family.eq_ignore_ascii_case("Vue") || family.eq_ignore_ascii_case("Duo"))
@@ -154,7 +154,7 @@ pub fn is_non_radiometric_flir(model: &str) -> bool {
 
 /// The flag for a frame whose 1st or 99th percentile temperature lies
 /// outside [`SCENE_RANGE_C`]; `None` when plausible or not absolute.
-pub fn scene_flag(pixels: &Pixels, radiometry: &Radiometry) -> Option<String> {
+pub(crate) fn scene_flag(pixels: &Pixels, radiometry: &Radiometry) -> Option<String> {
     if !radiometry.is_absolute() || pixels.is_empty() {
         return None;
     }

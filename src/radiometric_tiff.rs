@@ -33,8 +33,8 @@ use crate::exif::{self, Metadata};
 /// degrees C = raw * `scale` + `offset` for a 16-bit TIFF.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RawScale {
-    pub scale: f32,
-    pub offset: f32,
+    pub(crate) scale: f32,
+    pub(crate) offset: f32,
 }
 
 /// FLIR Tau 2 T-linear, high-resolution mode: 0.04 K per count.
@@ -56,19 +56,19 @@ const FLIR_TLINEAR_MODELS: &[&str] = &["Duo Pro R", "Vue Pro R"];
 /// What a radiometric TIFF decodes to.
 #[derive(Debug, Clone)]
 pub(crate) struct RadiometricTiff {
-    pub width: u32,
-    pub height: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
     /// u16 values; `scale` converts them.
-    pub raw: Vec<u16>,
+    pub(crate) raw: Vec<u16>,
     /// How raw values convert to degrees C, `None` for relative values.
-    pub scale: Option<RawScale>,
+    pub(crate) scale: Option<RawScale>,
     /// Where the scale comes from, for the report ("float32 TIFF in degrees
     /// C", "FLIR Vue Pro R T-linear", "[source.replay] raw_scale", or why relative).
-    pub source: String,
+    pub(crate) source: String,
     /// Time, position and pose from the TIFF's EXIF/XMP tags.
-    pub metadata: Metadata,
+    pub(crate) metadata: Metadata,
     /// Problems worth a warning (no-data pixels, ...).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads a single-channel float or 16-bit TIFF as a radiometric frame;

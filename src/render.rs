@@ -16,10 +16,10 @@ use crate::frame::{Frame, Pixels};
 use crate::geometry::Quad;
 
 /// Outline colour of healthy modules (green).
-pub const HEALTHY_COLOR: Rgb<u8> = Rgb([0, 230, 0]);
+pub(crate) const HEALTHY_COLOR: Rgb<u8> = Rgb([0, 230, 0]);
 /// Outline and label colour of defective modules (magenta: brighter than any
 /// colour of the thermal palettes, so it stays visible on hot and cold areas).
-pub const DEFECT_COLOR: Rgb<u8> = Rgb([255, 0, 255]);
+pub(crate) const DEFECT_COLOR: Rgb<u8> = Rgb([255, 0, 255]);
 /// Label background (dark, for contrast).
 const LABEL_BG: Rgb<u8> = Rgb([0, 0, 0]);
 /// Text colour on the contact sheet.
@@ -28,7 +28,7 @@ const TEXT_COLOR: Rgb<u8> = Rgb([240, 240, 240]);
 /// Which thermal palette.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PaletteKind {
+pub(crate) enum PaletteKind {
     /// Black - purple - red - orange - yellow - white, the thermographers' default.
     Ironbow,
     /// Black (cold) to white (hot).
@@ -37,7 +37,7 @@ pub enum PaletteKind {
 
 /// A 256-entry colour table indexed by the stretched pixel value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Palette([Rgb<u8>; 256]);
+pub(crate) struct Palette([Rgb<u8>; 256]);
 
 /// Ironbow control points (position 0..1, colour), interpolated linearly.
 const IRONBOW: [(f32, [u8; 3]); 8] = [
@@ -53,7 +53,7 @@ const IRONBOW: [(f32, [u8; 3]); 8] = [
 
 impl Palette {
     /// The table for `kind`.
-    pub fn new(kind: PaletteKind) -> Palette {
+    pub(crate) fn new(kind: PaletteKind) -> Palette {
         let mut lut = [Rgb([0u8; 3]); 256];
         for (i, c) in lut.iter_mut().enumerate() {
             let v = i as u8;
@@ -67,7 +67,7 @@ impl Palette {
 
     /// Colour of index `i`.
     #[inline]
-    pub fn color(&self, i: u8) -> Rgb<u8> {
+    pub(crate) fn color(&self, i: u8) -> Rgb<u8> {
         self.0[i as usize]
     }
 }
@@ -90,23 +90,23 @@ fn interpolate(points: &[(f32, [u8; 3])], t: f32) -> [u8; 3] {
 #[serde(deny_unknown_fields, default)]
 pub struct RenderOptions {
     /// `ironbow` (default) or `grey`.
-    pub palette: PaletteKind,
+    pub(crate) palette: PaletteKind,
     /// Lower percentile of the pixel values mapped to the palette's first
     /// colour (default 1: a few cold pixels do not wash out the picture).
-    pub percentile_low: f32,
+    pub(crate) percentile_low: f32,
     /// Upper percentile mapped to the last colour (default 99.5).
-    pub percentile_high: f32,
+    pub(crate) percentile_high: f32,
     /// Fixed temperature range `[min, max]` in degrees C instead of
     /// percentiles, for comparable pictures across frames. Used only for
     /// radiometric frames; others fall back to percentiles.
-    pub range_c: Option<[f32; 2]>,
+    pub(crate) range_c: Option<[f32; 2]>,
     /// Outline thickness in pixels (default 2).
-    pub line_width: u32,
+    pub(crate) line_width: u32,
     /// Long side of a module thumbnail in pixels (default 112).
-    pub thumbnail_size: u32,
+    pub(crate) thumbnail_size: u32,
     /// Margin around the module on a thumbnail, as a fraction of the module
     /// box (default 0.25, at most 0.5: what defect events keep).
-    pub thumbnail_margin: f32,
+    pub(crate) thumbnail_margin: f32,
 }
 
 impl Default for RenderOptions {
@@ -125,7 +125,7 @@ impl Default for RenderOptions {
 
 impl RenderOptions {
     /// Checks the values; errors name the key.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let (lo, hi) = (self.percentile_low, self.percentile_high);
         if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
             bail!("render: need 0 <= percentile_low ({lo}) < percentile_high ({hi}) <= 100");
@@ -166,7 +166,7 @@ pub struct Renderer {
 
 impl Renderer {
     /// A renderer with `options` (invalid values are clamped, not rejected:
-    /// validate the config with [`RenderOptions::validate`] first).
+    /// validate the config with `RenderOptions::validate` first).
     pub fn new(options: RenderOptions) -> Renderer {
         Renderer {
             palette: Palette::new(options.palette),
@@ -178,7 +178,7 @@ impl Renderer {
 
     /// The frame in the thermal palette, stretched by percentiles (or by the
     /// fixed temperature range for radiometric frames).
-    pub fn thermal(&mut self, frame: &Frame) -> RgbImage {
+    pub(crate) fn thermal(&mut self, frame: &Frame) -> RgbImage {
         let mut img = RgbImage::new(frame.width(), frame.height());
         let rmin = self.build_index(frame);
         for (i, px) in img.pixels_mut().enumerate() {
@@ -223,7 +223,7 @@ impl Renderer {
     }
 
     /// The annotated overview: the frame in the palette, healthy modules
-    /// outlined in [`HEALTHY_COLOR`], defective ones in [`DEFECT_COLOR`] with
+    /// outlined in `HEALTHY_COLOR`, defective ones in `DEFECT_COLOR` with
     /// their defect score, severity class and delta-T as a label.
     pub fn overview(&mut self, frame: &Frame, analysis: &FrameAnalysis) -> RgbImage {
         let mut img = self.thermal(frame);
@@ -276,7 +276,7 @@ impl Renderer {
     /// palette stretched on the crop itself (local contrast), scaled so the
     /// long side is `thumbnail_size`, the outline drawn. `None` when the
     /// module lies outside the frame.
-    pub fn module_thumbnail(&mut self, frame: &Frame, quad: &Quad) -> Option<RgbImage> {
+    pub(crate) fn module_thumbnail(&mut self, frame: &Frame, quad: &Quad) -> Option<RgbImage> {
         let margin = self
             .options
             .thumbnail_margin
@@ -297,7 +297,7 @@ impl Renderer {
 
     /// The thumbnail of a defect event, from the pixels the event kept of its
     /// best sighting. `None` when it kept none.
-    pub fn event_thumbnail(&mut self, event: &DefectEvent) -> Option<RgbImage> {
+    pub(crate) fn event_thumbnail(&mut self, event: &DefectEvent) -> Option<RgbImage> {
         let crop = event.crop.as_ref()?;
         self.module_thumbnail(&crop.frame, &crop.quad)
     }
@@ -362,7 +362,7 @@ fn calibration_banner(frame: &Frame) -> Option<String> {
 /// A grid of labelled thumbnails (e.g. every defect of a survey), `columns`
 /// wide, for `pvtherm detect` on a folder. Labels are cut to the cell width.
 /// An empty list gives a small blank sheet.
-pub fn contact_sheet(items: &[(RgbImage, String)], columns: u32) -> RgbImage {
+pub(crate) fn contact_sheet(items: &[(RgbImage, String)], columns: u32) -> RgbImage {
     const PAD: u32 = 6;
     let columns = columns.clamp(1, items.len().max(1) as u32);
     let cell_w = items
@@ -410,7 +410,7 @@ fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
 
 /// A straight line `width` pixels thick (Bresenham, a square brush at each
 /// step). Clipped to the image; non-finite end points draw nothing.
-pub fn draw_line(
+pub(crate) fn draw_line(
     img: &mut RgbImage,
     (x0, y0): (f32, f32),
     (x1, y1): (f32, f32),
@@ -451,7 +451,7 @@ pub fn draw_line(
 }
 
 /// The outline of a quadrilateral.
-pub fn draw_quad(img: &mut RgbImage, q: &Quad, c: Rgb<u8>, width: u32) {
+pub(crate) fn draw_quad(img: &mut RgbImage, q: &Quad, c: Rgb<u8>, width: u32) {
     for i in 0..4 {
         let (a, b) = (q.0[i], q.0[(i + 1) % 4]);
         draw_line(img, (a.x, a.y), (b.x, b.y), c, width);
@@ -465,19 +465,19 @@ const GLYPH_H: u32 = 7;
 const GLYPH_ADVANCE: u32 = GLYPH_W + 1;
 
 /// Height of a text line at `scale`.
-pub fn text_height(scale: u32) -> u32 {
+pub(crate) fn text_height(scale: u32) -> u32 {
     GLYPH_H * scale.max(1)
 }
 
 /// Width of `text` at `scale`.
-pub fn text_width(text: &str, scale: u32) -> u32 {
+pub(crate) fn text_width(text: &str, scale: u32) -> u32 {
     (text.chars().count() as u32 * GLYPH_ADVANCE).saturating_sub(1) * scale.max(1)
 }
 
 /// Draws `text` with its top-left corner at (x, y), in the built-in 5x7 font
 /// (digits, letters, `.-+:/%#_()` and space; lower case is drawn as upper
 /// case, anything else as `?`), each font pixel `scale` x `scale`.
-pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>, scale: u32) {
+pub(crate) fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>, scale: u32) {
     let s = scale.max(1) as i64;
     for (k, ch) in text.chars().enumerate() {
         let gx = x + k as i64 * GLYPH_ADVANCE as i64 * s;
@@ -496,7 +496,7 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>, sca
 }
 
 /// Text on a dark box with a 1-pixel border, kept inside the image.
-pub fn draw_label(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>, scale: u32) {
+pub(crate) fn draw_label(img: &mut RgbImage, x: i64, y: i64, text: &str, c: Rgb<u8>, scale: u32) {
     let (tw, th) = (text_width(text, scale) as i64, text_height(scale) as i64);
     let x = x.clamp(1, (img.width() as i64 - tw - 1).max(1));
     let y = y.clamp(1, (img.height() as i64 - th - 1).max(1));

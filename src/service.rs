@@ -17,7 +17,7 @@
 //!   stderr shows them as `frame_sequence=42 module_count=12` after the
 //!   message. Use these names for these facts everywhere, so one
 //!   `journalctl FRAME_SEQUENCE=42` finds everything about a frame.
-//! - **Readiness and watchdog** ([`notify_ready`], [`notify_watchdog`],
+//! - **Readiness and watchdog** ([`notify_ready`], `notify_watchdog`,
 //!   [`notify_stopping`], [`notify_status`]): the `sd_notify` protocol
 //!   (`Type=notify`, `WatchdogSec=` in `systemd/pvtherm.service`). Outside
 //!   systemd (no `NOTIFY_SOCKET`) they do nothing.
@@ -243,7 +243,7 @@ pub fn notify_ready() {
 
 /// Tells systemd the service is alive (`WATCHDOG=1`). Usually sent by a
 /// [`WatchdogPinger`], not called directly.
-pub fn notify_watchdog() {
+pub(crate) fn notify_watchdog() {
     notify(&[NotifyState::Watchdog], "WATCHDOG=1");
 }
 
@@ -292,7 +292,7 @@ impl Heartbeat {
     }
 
     /// How many beats so far (for tests and statistics).
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.beats.load(Ordering::Relaxed)
     }
 
@@ -324,7 +324,7 @@ pub struct WatchdogPinger {
 impl WatchdogPinger {
     /// Spawns the pinger thread. `ping` is [`notify_watchdog`] in the daemon;
     /// tests pass a counter.
-    pub fn spawn<F>(heartbeat: Heartbeat, period: Duration, mut ping: F) -> io::Result<Self>
+    pub(crate) fn spawn<F>(heartbeat: Heartbeat, period: Duration, mut ping: F) -> io::Result<Self>
     where
         F: FnMut() + Send + 'static,
     {

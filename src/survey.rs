@@ -22,12 +22,12 @@ const SHEET_COLUMNS: u32 = 6;
 /// `POST /api/v1/detect` answer).
 #[derive(Debug, Clone, Serialize)]
 pub struct SurveyReport {
-    pub schema: u32,
-    pub model: ModelInfo,
-    pub images: Vec<DetectionsMessage>,
+    pub(crate) schema: u32,
+    pub(crate) model: ModelInfo,
+    pub(crate) images: Vec<DetectionsMessage>,
     /// Defects grouped per physical module over consecutive images.
     #[serde(serialize_with = "crate::messages::defect_reports")]
-    pub defects: Vec<DefectEvent>,
+    pub(crate) defects: Vec<DefectEvent>,
     pub summary: SurveySummary,
 }
 

@@ -36,7 +36,7 @@ use crate::model::classifier::{anomaly_class, sigmoid};
 use crate::model::{Classifier, Decision, ModelConfig};
 
 /// The classifier metadata key (`pvtherm.fusion`) that holds the rule.
-pub const METADATA_KEY: &str = "fusion";
+pub(crate) const METADATA_KEY: &str = "fusion";
 
 /// Hot-area threshold above the module's own median, in frame spreads
 /// (crossval.py `HOT_SPREADS`).
@@ -44,7 +44,7 @@ const HOT_SPREADS: f32 = 2.0;
 
 /// One input of the combiner, by its name in the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
+pub(crate) enum Feature {
     /// The classifier's defect logit (its output 12).
     DefectLogit,
     /// (module max - reference) / spread.
@@ -71,13 +71,13 @@ impl Feature {
 /// The combiner of one kind of frame.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Combiner {
+pub(crate) struct Combiner {
     /// One weight per feature, in the rule's feature order.
-    pub weights: Vec<f32>,
+    pub(crate) weights: Vec<f32>,
     /// Added to the weighted sum.
-    pub bias: f32,
+    pub(crate) bias: f32,
     /// Defective when z >= this.
-    pub logit_threshold: f32,
+    pub(crate) logit_threshold: f32,
 }
 
 impl Combiner {
@@ -110,7 +110,7 @@ pub struct FusionRule {
 impl FusionRule {
     /// Parses a `pvtherm.fusion` value; `origin` (the model file, or the rule
     /// file) names it in every error.
-    pub fn parse(json: &str, origin: &str) -> Result<FusionRule> {
+    pub(crate) fn parse(json: &str, origin: &str) -> Result<FusionRule> {
         let bad = |why: String| {
             anyhow::anyhow!(
                 "{origin}: metadata pvtherm.{METADATA_KEY} is not a usable fusion rule: {why}; \
@@ -183,7 +183,7 @@ impl FusionRule {
     }
 
     /// Reads a rule from a JSON file (the metadata value on its own).
-    pub fn read(file: &Path) -> Result<FusionRule> {
+    pub(crate) fn read(file: &Path) -> Result<FusionRule> {
         let json = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read fusion rule {}", file.display()))?;
         Self::parse(&json, &file.display().to_string())
@@ -191,7 +191,7 @@ impl FusionRule {
 
     /// The same rule deciding at `threshold` on z in every branch (an
     /// operator's operating point), or at its own thresholds for `None`.
-    pub fn with_threshold(mut self, threshold: Option<f32>) -> FusionRule {
+    pub(crate) fn with_threshold(mut self, threshold: Option<f32>) -> FusionRule {
         if let Some(t) = threshold {
             for c in [&mut self.radiometric, &mut self.relative]
                 .into_iter()
@@ -271,18 +271,18 @@ impl FusionRule {
 
 /// What the temperature features of one frame are relative to.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FrameScale {
+pub(crate) struct FrameScale {
     /// Median of the module medians.
-    pub reference: f32,
+    pub(crate) reference: f32,
     /// 1 K on radiometric frames; the interquartile range of the module
     /// medians (at least 1 count) on relative ones.
-    pub spread: f32,
+    pub(crate) spread: f32,
 }
 
 impl FrameScale {
     /// The scale of a frame from its module medians (reordered); `None`
     /// without any.
-    pub fn of(medians: &mut [f32], radiometric: bool) -> Option<FrameScale> {
+    pub(crate) fn of(medians: &mut [f32], radiometric: bool) -> Option<FrameScale> {
         medians.sort_unstable_by(f32::total_cmp);
         let reference = super::median(medians)?;
         let spread = if radiometric {

@@ -11,10 +11,10 @@
 //! no threads, no pictures: the renderer draws what the analysis found, never
 //! the other way round.
 
-pub mod fusion;
-pub mod severity;
-pub mod temperature;
-pub mod tracking;
+pub(crate) mod fusion;
+pub(crate) mod severity;
+pub(crate) mod temperature;
+pub(crate) mod tracking;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,9 @@ use crate::position::{Position, PositionConfig};
 use crate::radiometry::{ObjectParams, Radiometry};
 
 pub use fusion::FusionRule;
-pub use severity::{Severity, SeverityConfig};
-pub use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};
-pub use tracking::{BestSighting, DefectEvent, EventKind, Tracker, TrackingConfig};
+pub(crate) use severity::{Severity, SeverityConfig};
+pub(crate) use temperature::{ModuleTemperature, TemperatureMeter, TemperatureUnit};
+pub(crate) use tracking::{DefectEvent, Tracker, TrackingConfig};
 
 /// `[analysis]`: temperatures, severity, tracking and position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,19 +35,19 @@ pub use tracking::{BestSighting, DefectEvent, EventKind, Tracker, TrackingConfig
 pub struct AnalysisConfig {
     /// Fewest healthy modules in a frame for their median to be the delta-T
     /// reference (default 3); with fewer, the median of all modules is used.
-    pub min_reference_modules: usize,
+    pub(crate) min_reference_modules: usize,
     /// Object parameters replacing the R-JPEG's own (emissivity of module
     /// glass, reflected sky temperature, distance). Applies to FLIR Planck
     /// radiometry only; linear cameras (Lepton, TC001) report temperatures
     /// that already include their own assumptions.
-    pub object: ObjectParams,
+    pub(crate) object: ObjectParams,
     /// Severity classes.
-    pub severity: SeverityConfig,
+    pub(crate) severity: SeverityConfig,
     /// Tracking and defect events.
     pub tracking: TrackingConfig,
     /// Where the positions on events come from. The caller starts the
     /// source and passes each frame's position to [`Analyser::analyse`].
-    pub position: PositionConfig,
+    pub(crate) position: PositionConfig,
     /// `[analysis.render]` as files written before it became `[render]`:
     /// kept as a raw table so that analysis does not depend on the renderer;
     /// [`crate::config::Config`] moves it to its new place with a warning.
@@ -70,7 +70,7 @@ impl Default for AnalysisConfig {
 
 impl AnalysisConfig {
     /// Checks every subsection; errors name the key.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.object.validate().context("analysis.object")?;
         self.severity.validate()?;
         self.tracking.validate()?;
@@ -85,13 +85,13 @@ pub struct AnalysedModule {
     /// The detector's and classifier's output.
     pub detection: ModuleDetection,
     /// Temperatures inside the outline (`None` when no pixel lies inside).
-    pub temperature: Option<ModuleTemperature>,
+    pub(crate) temperature: Option<ModuleTemperature>,
     /// Hottest pixel minus the frame's reference, in the frame's unit.
-    pub delta_t: Option<f32>,
+    pub(crate) delta_t: Option<f32>,
     /// Class of abnormality (see [`severity`]).
-    pub severity: Option<Severity>,
+    pub(crate) severity: Option<Severity>,
     /// Tracker id, stable while the module stays in view.
-    pub track_id: Option<u64>,
+    pub(crate) track_id: Option<u64>,
 }
 
 /// The analysis of one frame.
@@ -101,14 +101,14 @@ pub struct FrameAnalysis {
     pub modules: Vec<AnalysedModule>,
     /// Median of the mean temperatures of the healthy modules (of all modules
     /// when too few are healthy), in `unit`; `None` without any temperature.
-    pub reference_temp: Option<f32>,
+    pub(crate) reference_temp: Option<f32>,
     /// Unit of every temperature and delta-T: `celsius` or `relative`.
-    pub unit: TemperatureUnit,
+    pub(crate) unit: TemperatureUnit,
     /// Why severities are missing, when they are (relative units without a scale).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
     /// Defect events caused by this frame (`new`, `update`, `end`).
-    pub events: Vec<DefectEvent>,
+    pub(crate) events: Vec<DefectEvent>,
 }
 
 /// Runs the analysis frame after frame. Holds the tracker and reused
@@ -150,7 +150,7 @@ impl Analyser {
 
     /// The radiometry used for `frame`: the frame's, with the configured
     /// object parameters applied to FLIR Planck constants.
-    pub fn effective_radiometry(&self, frame: &Frame) -> Radiometry {
+    pub(crate) fn effective_radiometry(&self, frame: &Frame) -> Radiometry {
         match &frame.radiometry {
             Radiometry::Planck(p) => Radiometry::Planck(p.with_overrides(&self.config.object)),
             other => other.clone(),
@@ -233,7 +233,7 @@ impl Analyser {
     }
 
     /// Ends every open defect (shutdown, end of a survey): the `end` events.
-    pub fn finish(&mut self) -> Vec<DefectEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<DefectEvent> {
         self.tracker.finish()
     }
 
@@ -260,7 +260,7 @@ pub(crate) use crate::median::median;
 
 /// Serde for `SystemTime` as an RFC 3339 string with milliseconds (UTC), the
 /// time format of every payload.
-pub mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -270,20 +270,20 @@ pub mod rfc3339 {
 
     /// Writes `t` as e.g. `2024-06-01T10:00:00.123Z`; times outside 1970..9999
     /// (a camera with a wrong clock) are clamped rather than failing.
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         let max = UNIX_EPOCH + Duration::from_secs(MAX_SECS);
         let t = (*t).clamp(UNIX_EPOCH, max);
         s.collect_str(&humantime::format_rfc3339_millis(t))
     }
 
     /// Reads an RFC 3339 time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
     }
 
     /// Milliseconds since the Unix epoch (0 for earlier times).
-    pub fn unix_millis(t: SystemTime) -> u64 {
+    pub(crate) fn unix_millis(t: SystemTime) -> u64 {
         t.duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     }

@@ -19,28 +19,28 @@ use crate::model::ANOMALY_CLASSES;
 /// A class of abnormality (1..=3). Serialises as `{"class": n, "label": "..."}`
 /// so the control room gets both the number and a readable meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Severity(u8);
+pub(crate) struct Severity(u8);
 
 impl Severity {
     /// Class 1: no abnormality worth a repair; observe.
-    pub const OBSERVE: Severity = Severity(1);
+    pub(crate) const OBSERVE: Severity = Severity(1);
     /// Class 2: thermal abnormality; find the cause, plan a repair.
-    pub const ANOMALY: Severity = Severity(2);
+    pub(crate) const ANOMALY: Severity = Severity(2);
     /// Class 3: safety-relevant thermal abnormality; repair now.
-    pub const SAFETY: Severity = Severity(3);
+    pub(crate) const SAFETY: Severity = Severity(3);
 
     /// The class for a number; values outside 1..=3 are clamped into it.
-    pub fn new(class: u8) -> Severity {
+    pub(crate) fn new(class: u8) -> Severity {
         Severity(class.clamp(1, 3))
     }
 
     /// The class number, 1..=3.
-    pub fn class(self) -> u8 {
+    pub(crate) fn class(self) -> u8 {
         self.0
     }
 
     /// A short label: `observe`, `anomaly`, `safety`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self.0 {
             1 => "observe",
             2 => "anomaly",
@@ -82,21 +82,21 @@ impl<'de> Deserialize<'de> for Severity {
 /// anomaly class) maps to a severity class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SeverityConfig {
+pub(crate) struct SeverityConfig {
     /// Delta-T in kelvin from which a module is class 2 (default 10 K:
     /// IEC TS 62446-3 field practice for a hot spot).
-    pub class2_delta_t_k: f32,
+    pub(crate) class2_delta_t_k: f32,
     /// Delta-T in kelvin above which a module is class 3 (default 20 K).
-    pub class3_delta_t_k: f32,
+    pub(crate) class3_delta_t_k: f32,
     /// For cameras without absolute temperatures: how many raw units make one
     /// kelvin (e.g. 100 for a Lepton in centi-kelvin whose radiometry flag is
     /// off). Unset (default): no severity from delta-T in relative units.
-    pub raw_units_per_k: Option<f32>,
+    pub(crate) raw_units_per_k: Option<f32>,
     /// Minimum class for a module the classifier calls defective with this
     /// anomaly class, whatever its delta-T: a whole module or substring that
     /// is offline, or an active bypass diode, is a yield loss (class 2) even
     /// when only a few kelvin warmer. Keys are classifier class names.
-    pub class_floor: BTreeMap<String, u8>,
+    pub(crate) class_floor: BTreeMap<String, u8>,
 }
 
 impl Default for SeverityConfig {
@@ -116,7 +116,7 @@ impl Default for SeverityConfig {
 
 impl SeverityConfig {
     /// Checks the values; errors name the key.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let (t2, t3) = (self.class2_delta_t_k, self.class3_delta_t_k);
         if !(t2.is_finite() && t3.is_finite() && t2 >= 0.0 && t3 >= t2) {
             bail!(
@@ -145,7 +145,7 @@ impl SeverityConfig {
 
     /// The class for a delta-T in kelvin: `< class2` -> 1, `class2..=class3` -> 2,
     /// `> class3` -> 3.
-    pub fn class_for_delta_k(&self, delta_k: f32) -> Severity {
+    pub(crate) fn class_for_delta_k(&self, delta_k: f32) -> Severity {
         if delta_k > self.class3_delta_t_k {
             Severity::SAFETY
         } else if delta_k >= self.class2_delta_t_k {
@@ -157,7 +157,7 @@ impl SeverityConfig {
 
     /// Converts a delta-T in the frame's unit to kelvin: as is for celsius,
     /// through `raw_units_per_k` for relative units (`None` when unset).
-    pub fn delta_in_kelvin(&self, delta: f32, absolute: bool) -> Option<f32> {
+    pub(crate) fn delta_in_kelvin(&self, delta: f32, absolute: bool) -> Option<f32> {
         if absolute {
             Some(delta)
         } else {
@@ -168,7 +168,7 @@ impl SeverityConfig {
     /// Severity of one module: from its delta-T (in kelvin, when known), raised
     /// to the `class_floor` of its anomaly class when the classifier calls it
     /// defective. `None` when neither applies.
-    pub fn classify(
+    pub(crate) fn classify(
         &self,
         delta_k: Option<f32>,
         defective: bool,

@@ -14,48 +14,37 @@ use crate::radiometry::{CelsiusLut, Radiometry};
 /// The unit of every temperature-like number in an analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TemperatureUnit {
+pub(crate) enum TemperatureUnit {
     /// Degrees Celsius (the frame carries absolute radiometry).
     Celsius,
     /// Raw pixel values: ordered like temperature, but without a scale.
     Relative,
 }
 
-impl TemperatureUnit {
-    /// The unit that applies to `frame`.
-    pub fn of(frame: &Frame) -> TemperatureUnit {
-        if frame.radiometry.is_absolute() {
-            TemperatureUnit::Celsius
-        } else {
-            TemperatureUnit::Relative
-        }
-    }
-}
-
 /// Temperature statistics of the pixels inside one module quadrilateral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModuleTemperature {
+pub(crate) struct ModuleTemperature {
     /// Coldest pixel.
-    pub min: f32,
+    pub(crate) min: f32,
     /// Hottest pixel.
-    pub max: f32,
+    pub(crate) max: f32,
     /// Mean over the module's pixels.
-    pub mean: f32,
+    pub(crate) mean: f32,
     /// Median over the module's pixels (robust against a single hot spot).
-    pub median: f32,
+    pub(crate) median: f32,
     /// Centre of the hottest pixel, in frame pixel coordinates.
-    pub hotspot: Point,
+    pub(crate) hotspot: Point,
     /// Number of pixels that contributed.
-    pub pixels: u32,
+    pub(crate) pixels: u32,
     /// `celsius` or `relative` (raw values).
-    pub unit: TemperatureUnit,
+    pub(crate) unit: TemperatureUnit,
 }
 
 /// Raw value -> temperature conversion for one [`Radiometry`]: the raw value
 /// itself for relative frames, a [`CelsiusLut`] (built once per parameter set)
 /// for absolute ones.
 #[derive(Debug, Clone)]
-pub enum Conversion {
+pub(crate) enum Conversion {
     /// Relative units: the raw value.
     Relative,
     /// Degrees C by table look-up.
@@ -65,14 +54,14 @@ pub enum Conversion {
 impl Conversion {
     /// The conversion for `radiometry` (builds the 65,536-entry table for
     /// absolute radiometry: a few milliseconds for Planck).
-    pub fn new(radiometry: &Radiometry) -> Conversion {
+    pub(crate) fn new(radiometry: &Radiometry) -> Conversion {
         radiometry
             .celsius_lut()
             .map_or(Conversion::Relative, Conversion::Celsius)
     }
 
     /// The unit of converted values.
-    pub fn unit(&self) -> TemperatureUnit {
+    pub(crate) fn unit(&self) -> TemperatureUnit {
         match self {
             Conversion::Relative => TemperatureUnit::Relative,
             Conversion::Celsius(_) => TemperatureUnit::Celsius,
@@ -81,7 +70,7 @@ impl Conversion {
 
     /// Converts one raw value; `None` outside a calibration's domain.
     #[inline]
-    pub fn convert(&self, raw: u16) -> Option<f32> {
+    pub(crate) fn convert(&self, raw: u16) -> Option<f32> {
         match self {
             Conversion::Relative => Some(raw as f32),
             Conversion::Celsius(lut) => lut.get(raw),
@@ -94,7 +83,7 @@ impl Conversion {
 /// conversion table of the last radiometry seen (a survey's images share
 /// their Planck constants; a camera's never change).
 #[derive(Debug, Default)]
-pub struct TemperatureMeter {
+pub(crate) struct TemperatureMeter {
     /// Raw values of the pixels inside the current quad, in scan order.
     samples: Vec<u16>,
     /// The same values counted per raw value (in value order, for the median).
@@ -105,12 +94,12 @@ pub struct TemperatureMeter {
 
 impl TemperatureMeter {
     /// A meter with an empty buffer and no cached table.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The (cached) conversion for `radiometry`.
-    pub fn conversion(&mut self, radiometry: &Radiometry) -> &Conversion {
+    pub(crate) fn conversion(&mut self, radiometry: &Radiometry) -> &Conversion {
         if self.cached.as_ref().is_some_and(|(r, _)| r != radiometry) {
             self.cached = None;
         }
@@ -118,6 +107,17 @@ impl TemperatureMeter {
             .cached
             .get_or_insert_with(|| (radiometry.clone(), Conversion::new(radiometry)));
         c
+    }
+
+    /// [`Self::measure_keeping`] without the values.
+    #[cfg(test)]
+    pub(crate) fn measure(
+        &mut self,
+        frame: &Frame,
+        radiometry: &Radiometry,
+        quad: &Quad,
+    ) -> Option<ModuleTemperature> {
+        self.measure_keeping(frame, radiometry, quad, None)
     }
 
     /// Statistics of the pixels of `frame` whose centres lie inside `quad`,
@@ -132,20 +132,12 @@ impl TemperatureMeter {
     /// Planck curve and for linear cameras with a positive scale), so the
     /// median temperature is the temperature of the median raw value and the
     /// hottest raw pixel is the hottest pixel.
-    pub fn measure(
-        &mut self,
-        frame: &Frame,
-        radiometry: &Radiometry,
-        quad: &Quad,
-    ) -> Option<ModuleTemperature> {
-        self.measure_keeping(frame, radiometry, quad, None)
-    }
-
-    /// [`TemperatureMeter::measure`], also filling `values` (when given)
-    /// with the module's converted values and their pixel counts, ascending:
-    /// what a statistic that depends on the whole frame (the fusion's
-    /// `hot_fraction`) needs later, without reading the pixels again.
-    pub fn measure_keeping(
+    ///
+    /// Also fills `values` (when given) with the module's converted values
+    /// and their pixel counts, ascending: what a statistic that depends on the
+    /// whole frame (the fusion's `hot_fraction`) needs later, without reading
+    /// the pixels again.
+    pub(crate) fn measure_keeping(
         &mut self,
         frame: &Frame,
         radiometry: &Radiometry,

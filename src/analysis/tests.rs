@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::tracking::EventKind;
 use super::*;
 use crate::frame::Pixels;
 use crate::geometry::{Point, Quad};

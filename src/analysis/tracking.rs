@@ -32,16 +32,16 @@ pub struct TrackingConfig {
     /// Associate modules across frames. Off: every frame stands alone and a
     /// defect is reported by the frame that shows it (`new` then `end`), as
     /// for unrelated survey images.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Minimum IoU between a track's predicted box and a detection (default 0.3).
-    pub min_iou: f32,
+    pub(crate) min_iou: f32,
     /// Maximum distance between the predicted and detected centres, as a
     /// fraction of the predicted box's longer side (default 0.5). Stops a
     /// match with the neighbour of a module packed edge to edge.
-    pub max_center_distance: f32,
+    pub(crate) max_center_distance: f32,
     /// A track ends after this many consecutive frames without a match
     /// (default 3), or as soon as its prediction leaves the frame.
-    pub max_missed_frames: u32,
+    pub(crate) max_missed_frames: u32,
     /// Frames in which a module must be seen defective before the defect is
     /// confirmed and a `new` event is sent (default 3). Suppresses
     /// single-frame false positives.
@@ -49,7 +49,7 @@ pub struct TrackingConfig {
     /// An `update` event is sent when the severity rises, or when the best
     /// sighting (centrality x heat) improves by this fraction over the last
     /// one published (default 0.25).
-    pub update_min_gain: f32,
+    pub(crate) update_min_gain: f32,
 }
 
 impl Default for TrackingConfig {
@@ -67,7 +67,7 @@ impl Default for TrackingConfig {
 
 impl TrackingConfig {
     /// Checks the values; errors name the key.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if !(0.0..=1.0).contains(&self.min_iou) {
             anyhow::bail!(
                 "analysis.tracking.min_iou must be within 0..1 (got {})",
@@ -93,7 +93,7 @@ impl TrackingConfig {
 /// Where a defect event is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// The defect was just confirmed (seen in `min_frames` frames).
     New,
     /// A better sighting (thumbnail) or a higher severity.
@@ -105,63 +105,63 @@ pub enum EventKind {
 /// The sighting of a defective module that best shows it: where the module
 /// was most central and hottest (or most surely defective).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BestSighting {
+pub(crate) struct BestSighting {
     /// Frame sequence number.
-    pub sequence: u64,
+    pub(crate) sequence: u64,
     /// Frame capture time (RFC 3339).
     #[serde(with = "rfc3339")]
-    pub captured_at: SystemTime,
+    pub(crate) captured_at: SystemTime,
     /// Module outline in that frame.
-    pub quad: Quad,
+    pub(crate) quad: Quad,
     /// Axis-aligned box of the outline.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// 1 at the frame centre, 0 at a corner.
-    pub centrality: f32,
+    pub(crate) centrality: f32,
     /// Delta-T in that frame, when known.
-    pub delta_t: Option<f32>,
+    pub(crate) delta_t: Option<f32>,
     /// Defect score in that frame.
-    pub defect_score: f32,
+    pub(crate) defect_score: f32,
 }
 
 /// One defect of one physical module, reported over its life cycle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DefectEvent {
+pub(crate) struct DefectEvent {
     /// Stable id of the defect across its `new` / `update` / `end` messages
     /// (hex capture time of the first sighting in ms, dash, track id).
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// Tracker id of the module.
-    pub track_id: u64,
+    pub(crate) track_id: u64,
     /// `new`, `update` or `end`.
     #[serde(rename = "type")]
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// Capture time of the first defective sighting.
     #[serde(with = "rfc3339")]
-    pub first_seen: SystemTime,
+    pub(crate) first_seen: SystemTime,
     /// Capture time of the latest defective sighting.
     #[serde(with = "rfc3339")]
-    pub last_seen: SystemTime,
+    pub(crate) last_seen: SystemTime,
     /// Number of frames that saw the module defective.
-    pub frames_seen: u32,
+    pub(crate) frames_seen: u32,
     /// The best sighting (what the thumbnail shows).
-    pub best: BestSighting,
+    pub(crate) best: BestSighting,
     /// Highest defect score over the sightings.
-    pub defect_score: f32,
+    pub(crate) defect_score: f32,
     /// Anomaly class of the highest-scoring sighting.
-    pub anomaly_class: String,
+    pub(crate) anomaly_class: String,
     /// Highest delta-T over the sightings, in `unit`.
-    pub delta_t: Option<f32>,
+    pub(crate) delta_t: Option<f32>,
     /// Unit of `delta_t`.
-    pub unit: TemperatureUnit,
+    pub(crate) unit: TemperatureUnit,
     /// Highest severity over the sightings.
-    pub severity: Option<Severity>,
+    pub(crate) severity: Option<Severity>,
     /// Camera position at the best sighting, when a position source is configured.
-    pub position: Option<Position>,
+    pub(crate) position: Option<Position>,
     /// The pixels around the module at the best sighting, for the thumbnail:
     /// the module box plus the widest thumbnail margin
     /// ([`crate::crop::MAX_THUMBNAIL_MARGIN`]), so any configured margin can
     /// be cut from it. Not serialised.
     #[serde(skip)]
-    pub crop: Option<Arc<ModuleCrop>>,
+    pub(crate) crop: Option<Arc<ModuleCrop>>,
 }
 
 /// What the tracker remembers of a defective track.
@@ -234,7 +234,7 @@ impl Track {
 /// SORT-like module tracker with global motion compensation; emits
 /// [`DefectEvent`]s. Holds state between frames: one per video stream.
 #[derive(Debug)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     config: TrackingConfig,
     tracks: Vec<Track>,
     next_id: u64,
@@ -253,7 +253,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker with no tracks.
-    pub fn new(config: TrackingConfig) -> Self {
+    pub(crate) fn new(config: TrackingConfig) -> Self {
         Tracker {
             config,
             tracks: Vec::new(),
@@ -269,7 +269,8 @@ impl Tracker {
     }
 
     /// The global per-frame scene shift last measured (pixels; x right, y down).
-    pub fn global_shift(&self) -> (f32, f32) {
+    #[cfg(test)]
+    pub(crate) fn global_shift(&self) -> (f32, f32) {
         self.shift
     }
 
@@ -277,7 +278,7 @@ impl Tracker {
     /// `track_id`, and returns the defect events this frame caused.
     /// `unit` is the unit of the modules' `delta_t`; `position` is the
     /// camera position at capture, when known.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         frame: &Frame,
         modules: &mut [AnalysedModule],
@@ -367,7 +368,7 @@ impl Tracker {
 
     /// Ends every track (end of a survey, shutdown) and returns the `end`
     /// events of the confirmed defects. The tracker starts afresh afterwards.
-    pub fn finish(&mut self) -> Vec<DefectEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<DefectEvent> {
         let events = self
             .tracks
             .drain(..)

@@ -25,44 +25,44 @@ use pvtherm::render::{RenderOptions, Renderer};
 
 /// Arguments of `pvtherm bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// A thermal image to run on (R-JPEG, PNG, TIFF, .y16, ...), e.g. a frame saved
     /// with `pvtherm capture --save`.
     #[arg(value_name = "IMAGE")]
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Time both built-in precisions (int8 and f32) instead of `--precision` alone.
     #[arg(long, conflicts_with_all = ["detector", "classifier"])]
-    pub both: bool,
+    pub(crate) both: bool,
     /// Timed iterations per stage (after two untimed warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub iterations: u32,
+    pub(crate) iterations: u32,
     /// Where to time outbox commits: the outbox's own disk tells the truth
     /// (e.g. /var/lib/pvtherm); a tmpfs makes fsync free. Default: the temp dir.
     #[arg(long, value_name = "DIR")]
-    pub outbox_dir: Option<PathBuf>,
+    pub(crate) outbox_dir: Option<PathBuf>,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// One timed stage: wall-clock milliseconds per call on one thread.
 #[derive(Debug, Serialize)]
-pub struct StageTiming {
-    pub precision: &'static str,
-    pub stage: String,
-    pub median_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-    pub iterations: u32,
+pub(crate) struct StageTiming {
+    pub(crate) precision: &'static str,
+    pub(crate) stage: String,
+    pub(crate) median_ms: f64,
+    pub(crate) min_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) iterations: u32,
     /// Median as a share of the whole-frame time (models + analysis) of the same
     /// precision; for the rows shared by all precisions, of the fastest one.
-    pub percent_of_frame: Option<f64>,
+    pub(crate) percent_of_frame: Option<f64>,
 }
 
 /// Entry point of `pvtherm bench`.
-pub fn run(args: BenchArgs) -> Result<()> {
+pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let frame = pvtherm::imageio::load_frame(&args.image, 0)?;
     let precisions = if args.both {
         vec![Precision::Int8, Precision::F32]

@@ -8,17 +8,17 @@ use pvtherm::source::v4l2::{describe_device, video_nodes, DeviceInfo};
 
 /// Arguments of `pvtherm cameras`.
 #[derive(clap::Args, Debug)]
-pub struct CamerasArgs {
+pub(crate) struct CamerasArgs {
     /// Describe only this device node instead of every /dev/video*.
     #[arg(long)]
-    pub device: Option<PathBuf>,
+    pub(crate) device: Option<PathBuf>,
     /// Print JSON (an array of devices) for scripts instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Entry point of `pvtherm cameras`.
-pub fn run(args: CamerasArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CamerasArgs) -> anyhow::Result<()> {
     let nodes = match args.device {
         Some(path) => vec![path],
         None => video_nodes(),

@@ -18,54 +18,54 @@ use pvtherm::source::{FrameSource, SourceEvent, SourceState};
 
 /// Arguments of `pvtherm capture`.
 #[derive(clap::Args, Debug)]
-pub struct CaptureArgs {
+pub(crate) struct CaptureArgs {
     /// Device node (e.g. /dev/video0) or `auto` = the first usable camera.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub(crate) device: String,
     /// Pixel format: auto, Y16, TC001, GREY or YUYV.
     #[arg(long, default_value = "auto")]
-    pub format: String,
+    pub(crate) format: String,
     /// Frame width (0 = the device's size for the format).
     #[arg(long, default_value_t = 0)]
-    pub width: u32,
+    pub(crate) width: u32,
     /// Frame height (0 = the device's size for the format).
     #[arg(long, default_value_t = 0)]
-    pub height: u32,
+    pub(crate) height: u32,
     /// Frames per second to request (0 = driver default).
     #[arg(long, default_value_t = 0)]
-    pub fps: u32,
+    pub(crate) fps: u32,
     /// Whether Y16 is centi-kelvin: auto, yes or no.
     #[arg(long, default_value = "auto")]
-    pub radiometric: String,
+    pub(crate) radiometric: String,
     /// Number of frames to capture.
     #[arg(long, short = 'n', default_value_t = 10)]
-    pub frames: u64,
+    pub(crate) frames: u64,
     /// Capture for this many seconds instead (frame count ignored); a camera
     /// that is lost and comes back is reported and survived.
     #[arg(long)]
-    pub duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
     /// Save each frame to this folder: raw `frame-N.WxH.y16` (u16 LE) or
     /// `frame-N.WxH.gray` (8-bit), plus a contrast-stretched `frame-N.pgm`.
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Print the pixel value at X,Y of each frame (repeatable), e.g. --spot 80,60.
     #[arg(long = "spot", value_parser = parse_spot)]
-    pub spots: Vec<(u32, u32)>,
+    pub(crate) spots: Vec<(u32, u32)>,
     /// Time without a frame before the camera counts as lost ("2s", "500ms"
     /// or plain seconds).
     #[arg(long, value_parser = pvtherm::config_value::parse_duration_arg)]
-    pub stall_timeout: Option<std::time::Duration>,
+    pub(crate) stall_timeout: Option<std::time::Duration>,
     /// Time between reopen attempts of a lost camera ("2s", "500ms" or plain
     /// seconds).
     #[arg(long, value_parser = pvtherm::config_value::parse_duration_arg)]
-    pub reopen_interval: Option<std::time::Duration>,
+    pub(crate) reopen_interval: Option<std::time::Duration>,
     /// Fail unless the camera went offline, came back online and delivered
     /// frames again during --duration (a recovery test).
     #[arg(long, requires = "duration")]
-    pub expect_reconnect: bool,
+    pub(crate) expect_reconnect: bool,
     /// One JSON object per line (events and a final summary) instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 fn parse_spot(s: &str) -> Result<(u32, u32), String> {
@@ -117,7 +117,7 @@ struct Tally {
 }
 
 /// Entry point of `pvtherm capture`.
-pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let config = args.source_config()?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)

@@ -20,34 +20,34 @@ use pvtherm::survey::Survey;
 
 /// Arguments of `pvtherm detect`.
 #[derive(clap::Args, Debug)]
-pub struct DetectArgs {
+pub(crate) struct DetectArgs {
     /// Thermal images (R-JPEG, PNG, TIFF, .y16, ...) or folders of them.
     #[arg(required = true, value_name = "IMAGE")]
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Where to write the reports and pictures (created if missing).
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Print the whole report as JSON on stdout instead of a summary.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Minimum number of consecutive images showing a defect before it counts
     /// as one grouped defect (survey frames overlap) [default: 1, or the
     /// config file's `[analysis.tracking] min_frames`].
     #[arg(long)]
-    pub min_frames: Option<u32>,
+    pub(crate) min_frames: Option<u32>,
     /// Take `[model]`, `[analysis]` and `[render]` from this configuration
     /// file (the daemon's, so a survey is judged as the box judges frames),
     /// `[source] max_pixels` for the decoded-size limit and `[source.replay]
     /// raw_scale` / `raw_offset` for 16-bit TIFFs; the flags above still
     /// override it.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Entry point of `pvtherm detect`.
-pub fn run(args: DetectArgs) -> Result<()> {
+pub(crate) fn run(args: DetectArgs) -> Result<()> {
     let files = expand_inputs(&args.inputs)?;
     let mut load_options = LoadOptions::default();
     let (model, mut analysis, render_options) = match &args.config {

@@ -19,29 +19,29 @@ const AP_FLOOR: f32 = 0.05;
 
 /// Arguments of `pvtherm eval`.
 #[derive(clap::Args, Debug)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Folders holding `images/` and `annotations/` (the data set's layout).
     #[arg(required = true, value_name = "DIR")]
-    pub dirs: Vec<PathBuf>,
+    pub(crate) dirs: Vec<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Only images whose file stem is listed in this file (one per line),
     /// e.g. the validation split.
     #[arg(long, value_name = "FILE")]
-    pub only: Option<PathBuf>,
+    pub(crate) only: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Also print the defect precision/recall curve per sighting
     /// (threshold, TP, FP, FN, precision, recall), marking the row of the
     /// threshold in use, whose counts are the ones reported.
     #[arg(long)]
-    pub curve: bool,
+    pub(crate) curve: bool,
     /// Shrink every image's raw plane by this factor (bilinear) before
     /// inference, annotations alike: how the models do on a lower-resolution
     /// camera, e.g. 0.4 (TC001-like) or 0.25 (Lepton-like).
     #[arg(long, value_name = "F")]
-    pub downscale: Option<f32>,
+    pub(crate) downscale: Option<f32>,
 }
 
 /// `--json` output: the report, and the curve when asked for.
@@ -65,7 +65,7 @@ struct Skipped {
 }
 
 /// Entry point of `pvtherm eval`.
-pub fn run(args: EvalArgs) -> Result<()> {
+pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let only = match &args.only {
         Some(f) => Some(read_stem_list(f)?),
         None => None,

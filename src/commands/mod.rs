@@ -1,13 +1,13 @@
 //! One module per subcommand of the `pvtherm` binary. `main.rs` only parses
 //! the command line and calls `commands::<name>::run`.
 
-pub mod bench;
-pub mod cameras;
-pub mod capture;
-pub mod detect;
-pub mod eval;
-pub mod run;
-pub mod serve;
+pub(crate) mod bench;
+pub(crate) mod cameras;
+pub(crate) mod capture;
+pub(crate) mod detect;
+pub(crate) mod eval;
+pub(crate) mod run;
+pub(crate) mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -17,51 +17,51 @@ use pvtherm::model::{ModelConfig, PrecisionChoice};
 
 /// Model choice shared by `detect` and `eval`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Detector ONNX file (default: the built-in detector).
     #[arg(long = "model", value_name = "PATH")]
-    pub detector: Option<PathBuf>,
+    pub(crate) detector: Option<PathBuf>,
     /// Defect classifier ONNX file (default: the built-in classifier).
     #[arg(long, value_name = "PATH")]
-    pub classifier: Option<PathBuf>,
+    pub(crate) classifier: Option<PathBuf>,
     /// Which built-in models to use; `auto` times both pairs in the daemon
     /// and `serve` and is f32 in one-shot commands [default: auto, or the
     /// config file's].
     #[arg(long, value_enum)]
-    pub precision: Option<PrecisionArg>,
+    pub(crate) precision: Option<PrecisionArg>,
     /// Model input size WIDTHxHEIGHT, multiples of 16 [default: 640x512, or
     /// the config file's].
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
-    pub input_size: Option<(usize, usize)>,
+    pub(crate) input_size: Option<(usize, usize)>,
     /// Detector input: `auto` (frames under 256 px on the short side
     /// upsampled 2x or 4x, others stretched to the input size) or a factor
     /// on every frame's own size [default: auto, or the config file's].
     #[arg(long, value_name = "auto|F")]
-    pub input_scale: Option<pvtherm::model::InputScale>,
+    pub(crate) input_scale: Option<pvtherm::model::InputScale>,
     /// Override the detector's score threshold.
     #[arg(long)]
-    pub score_threshold: Option<f32>,
+    pub(crate) score_threshold: Option<f32>,
     /// Override the classifier's defect threshold (a probability).
     #[arg(long)]
-    pub defect_threshold: Option<f32>,
+    pub(crate) defect_threshold: Option<f32>,
     /// Override the fused rule's threshold on its logit z.
     #[arg(long, value_name = "Z", allow_negative_numbers = true)]
-    pub fusion_threshold: Option<f32>,
+    pub(crate) fusion_threshold: Option<f32>,
     /// Decide defects by the classifier alone, ignoring its fusion rule.
     #[arg(long)]
-    pub no_fusion: bool,
+    pub(crate) no_fusion: bool,
     /// A fusion rule JSON file replacing the classifier's `pvtherm.fusion`.
     #[arg(long, value_name = "FILE")]
-    pub fusion_rule: Option<PathBuf>,
+    pub(crate) fusion_rule: Option<PathBuf>,
     /// Threads for the detector's matrix products [default: 1, or the config
     /// file's].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=pvtherm::model::MAX_THREADS as i64))]
-    pub threads: Option<u16>,
+    pub(crate) threads: Option<u16>,
 }
 
 /// `--precision` values.
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
-pub enum PrecisionArg {
+pub(crate) enum PrecisionArg {
     Auto,
     Int8,
     F32,
@@ -69,13 +69,13 @@ pub enum PrecisionArg {
 
 impl ModelArgs {
     /// The `[model]` section these arguments stand for, over the defaults.
-    pub fn to_config(&self) -> ModelConfig {
+    pub(crate) fn to_config(&self) -> ModelConfig {
         self.over(ModelConfig::default())
     }
 
     /// `base` (a config file's `[model]`) with each setting given on the
     /// command line replacing the file's.
-    pub fn over(&self, base: ModelConfig) -> ModelConfig {
+    pub(crate) fn over(&self, base: ModelConfig) -> ModelConfig {
         let (input_width, input_height) = self
             .input_size
             .unwrap_or((base.input_width, base.input_height));
@@ -118,7 +118,7 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 /// needs before its first frame ([`pvtherm::preflight`]: models, replay
 /// frames, TLS files, outbox folder, camera); print a summary, start nothing.
 /// Fails listing every problem found.
-pub fn check_config(file: &Path) -> Result<()> {
+pub(crate) fn check_config(file: &Path) -> Result<()> {
     let config = pvtherm::config::Config::load(file)?;
     let checked = pvtherm::preflight::preflight(&config);
     for warning in config.warnings.iter().chain(&checked.warnings) {

@@ -8,7 +8,7 @@ use pvtherm::config::Config;
 
 /// Arguments of `pvtherm run`.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The configuration file.
     #[arg(
         long,
@@ -16,12 +16,12 @@ pub struct RunArgs {
         value_name = "FILE",
         default_value = "/etc/pvtherm/pvtherm.toml"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 /// Entry point of `pvtherm run`: read the config, set up logging, open the
 /// source, load the models, run until SIGTERM or the end of a replay.
-pub fn run(args: RunArgs) -> Result<()> {
+pub(crate) fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
     let level = config
         .logging

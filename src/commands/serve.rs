@@ -14,27 +14,27 @@ use pvtherm::web::{LiveState, WebServer, WebSetup};
 
 /// Arguments of `pvtherm serve`.
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Address and port to listen on [default: 127.0.0.1:8080, or the config
     /// file's `[http] listen`]. Port 0 picks a free one (printed at start).
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// File holding the bearer token API requests must send [default: the
     /// config file's `[http] token_file`; none].
     #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Take `[http]`, `[model]`, `[analysis]` (the fixed position for images
     /// without one), `[render]` and `[source] max_pixels` (the uploads'
     /// decoded-size limit) from this configuration file; the flags above
     /// still override it.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Entry point of `pvtherm serve`: serves until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> Result<()> {
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let config = match &args.config {
         Some(file) => {
             let config = Config::load(file)?;

@@ -4,7 +4,7 @@
 //! `publish`, ...) use it for their own `validate`, and `config`, which
 //! composes the sections, uses them, so nothing here may import a section.
 
-pub mod duration;
+pub(crate) mod duration;
 mod range;
 mod secret;
 #[cfg(test)]

@@ -31,23 +31,23 @@ pub struct OutputConfig {
     /// Time between retained annotated snapshots (`"0s"` = never). Read
     /// from `snapshot_interval_s` (seconds) in older files.
     #[serde(with = "crate::config_value::duration", alias = "snapshot_interval_s")]
-    pub snapshot_interval: Duration,
+    pub(crate) snapshot_interval: Duration,
     /// JPEG quality of snapshots and thumbnails (1..100).
-    pub jpeg_quality: u8,
+    pub(crate) jpeg_quality: u8,
     /// Publish a JPEG thumbnail with every defect message.
-    pub thumbnails: bool,
+    pub(crate) thumbnails: bool,
     /// Time between stats messages. Read from `stats_interval_s` (seconds)
     /// in older files.
     #[serde(with = "crate::config_value::duration", alias = "stats_interval_s")]
-    pub stats_interval: Duration,
+    pub(crate) stats_interval: Duration,
     /// Publish a detections message also for frames without modules.
-    pub publish_empty_frames: bool,
+    pub(crate) publish_empty_frames: bool,
 }
 
 impl OutputConfig {
     /// Intervals a timer can run (`snapshot_interval` may be 0 = never) and a
     /// JPEG quality.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !self.snapshot_interval.is_zero() {
             duration_in_range(
                 "[output] snapshot_interval",
@@ -207,13 +207,13 @@ impl MessageBuilder {
     }
 
     /// Asks for a snapshot with the next frame, due or not.
-    pub fn request_snapshot(&mut self) {
+    pub(crate) fn request_snapshot(&mut self) {
         self.snapshot_requested = true;
     }
 
     /// Messages for a frame that is not analysed (`detect/set OFF`): only the
     /// snapshot, when one was asked for, showing the frame without outlines.
-    pub fn paused_frame_messages(&mut self, frame: &Frame) -> Vec<Outgoing> {
+    pub(crate) fn paused_frame_messages(&mut self, frame: &Frame) -> Vec<Outgoing> {
         if !std::mem::take(&mut self.snapshot_requested) {
             return Vec::new();
         }
@@ -232,7 +232,7 @@ impl MessageBuilder {
     }
 
     /// The retained `defects/active` message: the open defects now.
-    pub fn active_defects_message(&self) -> Outgoing {
+    pub(crate) fn active_defects_message(&self) -> Outgoing {
         let msg = ActiveDefectsMessage {
             schema: SCHEMA_VERSION,
             device: self.identity.device().to_string(),
@@ -246,7 +246,7 @@ impl MessageBuilder {
     /// best thumbnail on `events/thumbnail` for `new` and `update` (also kept
     /// retained on `defects/latest/thumbnail`), then the `defects/active` list
     /// when there was any event.
-    pub fn event_messages(&mut self, events: &[DefectEvent]) -> Vec<Outgoing> {
+    pub(crate) fn event_messages(&mut self, events: &[DefectEvent]) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for event in events {
             let report = DefectReport::of(event);

@@ -13,7 +13,7 @@ use crate::frame::Frame;
 use crate::geometry::Quad;
 
 /// Output channels: the 12 class logits, then the defect logit.
-pub const CLASSIFIER_CHANNELS: usize = 13;
+pub(crate) const CLASSIFIER_CHANNELS: usize = 13;
 
 /// The loaded classifier with its reusable buffers.
 pub struct Classifier {
@@ -49,12 +49,12 @@ impl Classifier {
     }
 
     /// Where the model was loaded from.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.model.label
     }
 
     /// A `pvtherm.<key>` metadata value of the model file (e.g. `fusion`).
-    pub fn metadata(&self, key: &str) -> Option<&str> {
+    pub(crate) fn metadata(&self, key: &str) -> Option<&str> {
         self.model.metadata.get(key).map(String::as_str)
     }
 
@@ -70,7 +70,7 @@ impl Classifier {
 /// Turns the 13 logits into a verdict: the defect probability decides
 /// `defective`; the class is the most likely anomaly class when defective,
 /// else the most likely class overall.
-pub fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
+pub(crate) fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
     let defect_score = sigmoid(logits[12]);
     let defective = defect_score >= threshold;
     DefectAssessment {
@@ -85,7 +85,7 @@ pub fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
 /// The class shown for a verdict: the most likely anomaly class (never
 /// No-Anomaly) when `defective`, else the most likely class overall. The
 /// fused rule calls it again when it changes the classifier's decision.
-pub fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
+pub(crate) fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
     let classes = &logits[..12];
     let range = if defective { 1..12 } else { 0..12 };
     let best = range
@@ -95,7 +95,7 @@ pub fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
 }
 
 /// The logistic function: defect logit -> probability.
-pub fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 

@@ -11,19 +11,19 @@ use crate::frame::Frame;
 use crate::geometry::{BBox, Point, Quad};
 
 /// Channels of the detector output: heat logit, centre offset (2), corners (8).
-pub const DETECTOR_CHANNELS: usize = 11;
+pub(crate) const DETECTOR_CHANNELS: usize = 11;
 
 /// Decoding parameters; the defaults come from the model's metadata.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodeParams {
+pub(crate) struct DecodeParams {
     /// Output stride of the network in input pixels.
-    pub stride: f32,
+    pub(crate) stride: f32,
     /// Corners are regressed in units of this many input pixels.
-    pub corner_scale: f32,
+    pub(crate) corner_scale: f32,
     /// Minimum centre probability for a module.
-    pub score_threshold: f32,
+    pub(crate) score_threshold: f32,
     /// Boxes overlapping more than this (IoU) are the same module.
-    pub nms_iou: f32,
+    pub(crate) nms_iou: f32,
 }
 
 /// A module found by the detector, before the defect classifier has looked at it.
@@ -32,9 +32,9 @@ pub struct Candidate {
     /// Corners in canonical order TL, TR, BR, BL, frame coordinates.
     pub quad: Quad,
     /// Box of the corners clipped to the frame.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// Centre probability 0..1.
-    pub score: f32,
+    pub(crate) score: f32,
 }
 
 /// The loaded detector with its reusable buffers.
@@ -99,7 +99,7 @@ impl Detector {
     }
 
     /// The model's name and version from its metadata (for reports and messages).
-    pub fn name_version(&self) -> (String, String) {
+    pub(crate) fn name_version(&self) -> (String, String) {
         let name = self
             .model
             .metadata
@@ -116,18 +116,8 @@ impl Detector {
     }
 
     /// Where the model was loaded from.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.model.label
-    }
-
-    /// The decoding parameters in use.
-    pub fn params(&self) -> DecodeParams {
-        self.params
-    }
-
-    /// Input size (width, height) the model was optimised for.
-    pub fn input_size(&self) -> (usize, usize) {
-        (self.input_w, self.input_h)
     }
 
     /// Finds the modules in a frame, stretched to the input size the model
@@ -139,7 +129,7 @@ impl Detector {
     /// [`Detector::detect`] with the frame stretched to `(width, height)`
     /// (multiples of 16): a new size re-plans the model once (tens of
     /// milliseconds), and stays until another size comes.
-    pub fn detect_at(
+    pub(crate) fn detect_at(
         &mut self,
         frame: &Frame,
         (input_w, input_h): (usize, usize),
@@ -212,7 +202,7 @@ fn sigmoid(x: f32) -> f32 {
 /// peaks of the centre heat map (3x3 local maxima above the threshold), corners
 /// from the regression channels, scaled by `scale` from input to frame
 /// pixels, then non-maximum suppression on the clipped boxes.
-pub fn decode(
+pub(crate) fn decode(
     maps: &[f32],
     gw: usize,
     gh: usize,

@@ -6,18 +6,18 @@
 //! let mut stack = pvtherm::model::ModelStack::load(&Default::default())?;
 //! let frame = pvtherm::imageio::load_frame("survey/DJI_0827_R.JPG".as_ref(), 0)?;
 //! for module in stack.infer(&frame)? {
-//!     println!("{:?} defective={}", module.bbox, module.defect.defective);
+//!     println!("{:?} defective={}", module.quad, module.defect.defective);
 //! }
 //! # Ok(()) }
 //! ```
 
-pub mod classifier;
+pub(crate) mod classifier;
 pub mod detector;
-pub mod onnx;
+pub(crate) mod onnx;
 mod onnx_ops;
 pub mod preprocess;
 pub mod trial;
-pub mod types;
+pub(crate) mod types;
 
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use classifier::Classifier;
 pub use detector::{Candidate, Detector};
-pub use onnx::ModelSource;
+pub(crate) use onnx::ModelSource;
 pub use types::{Decision, DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
 
 use crate::frame::Frame;
@@ -72,7 +72,7 @@ pub enum PrecisionChoice {
 
 impl PrecisionChoice {
     /// The pair this choice names, `None` for `auto`.
-    pub fn fixed(self) -> Option<Precision> {
+    pub(crate) fn fixed(self) -> Option<Precision> {
         match self {
             PrecisionChoice::Auto => None,
             PrecisionChoice::Int8 => Some(Precision::Int8),
@@ -93,10 +93,10 @@ impl From<Precision> for PrecisionChoice {
 /// `[model] input_scale`: the size the detector sees each frame at.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum InputScale {
-    /// Frames whose short side is at least [`AUTO_SMALL_SIDE`] px are
+    /// Frames whose short side is at least `AUTO_SMALL_SIDE` px are
     /// stretched to `input_width` x `input_height`; smaller frames (TC001,
     /// Lepton) run at their own size times the smallest power of two that
-    /// makes their short side at least [`AUTO_MIN_SHORT_SIDE`] px (256x192:
+    /// makes their short side at least `AUTO_MIN_SHORT_SIDE` px (256x192:
     /// 2x, 160x120: 4x), so that their modules cover several cells of the
     /// stride-8 detector. Measured in MODEL_CARD.md ("Small frames").
     #[default]
@@ -106,10 +106,10 @@ pub enum InputScale {
 }
 
 /// Short side (px) under which `input_scale = "auto"` upsamples a frame.
-pub const AUTO_SMALL_SIDE: u32 = 256;
+pub(crate) const AUTO_SMALL_SIDE: u32 = 256;
 
 /// Short side (px) that `input_scale = "auto"` upsamples small frames to, at least.
-pub const AUTO_MIN_SHORT_SIDE: u32 = 384;
+pub(crate) const AUTO_MIN_SHORT_SIDE: u32 = 384;
 
 impl Serialize for InputScale {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -218,14 +218,14 @@ impl Default for ModelConfig {
 
 /// Largest `[model] input_width` / `input_height`: well above any thermal
 /// camera, small enough that the resized frame fits a 1 GB box.
-pub const MAX_INPUT_SIDE: usize = 2048;
+pub(crate) const MAX_INPUT_SIDE: usize = 2048;
 
 impl ModelConfig {
     /// Checks the section (for `Config::validate`, and in [`ModelStack::load`]
     /// for command-line settings): an input size the detector can tile and a
     /// box can hold, thresholds that are probabilities, a thread count this
     /// build can run, model files that exist.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         use crate::config_value::in_range;
         for (key, side) in [
             ("[model] input_width", self.input_width),
@@ -290,7 +290,7 @@ impl ModelConfig {
 
     /// The detector's input size (width, height) for a `width` x `height`
     /// frame: multiples of 16, 32 to [`MAX_INPUT_SIDE`].
-    pub fn input_size_for(&self, width: u32, height: u32) -> (usize, usize) {
+    pub(crate) fn input_size_for(&self, width: u32, height: u32) -> (usize, usize) {
         let factor = match self.input_scale {
             InputScale::Auto if width.min(height) >= AUTO_SMALL_SIDE => {
                 return (self.input_width, self.input_height)
@@ -349,7 +349,7 @@ impl ModelConfig {
 mod builtin {
     use super::{ModelSource, Precision};
 
-    pub fn detector(p: Precision) -> ModelSource {
+    pub(crate) fn detector(p: Precision) -> ModelSource {
         match p {
             Precision::Int8 => ModelSource::Builtin {
                 label: "pvtherm-detector-int8.onnx",
@@ -362,7 +362,7 @@ mod builtin {
         }
     }
 
-    pub fn classifier(p: Precision) -> ModelSource {
+    pub(crate) fn classifier(p: Precision) -> ModelSource {
         match p {
             Precision::Int8 => ModelSource::Builtin {
                 label: "pvtherm-classifier-int8.onnx",

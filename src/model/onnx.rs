@@ -23,7 +23,7 @@ pub enum ModelSource {
 
 impl ModelSource {
     /// How to name this model in messages and reports.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             ModelSource::File(p) => p.display().to_string(),
             ModelSource::Builtin { label, .. } => format!("built-in {label}"),
@@ -32,29 +32,27 @@ impl ModelSource {
 }
 
 /// A loaded, optimised model and what its ONNX metadata says about it.
-pub struct LoadedModel {
+pub(crate) struct LoadedModel {
     /// The optimised plan with its run state, kept between calls: `plan.run`
     /// would build a fresh state (op states, value slots) per call, which costs
     /// more than the 40x24 classifier itself.
     state: TypedSimpleState,
     /// `pvtherm.*` metadata properties of the ONNX file, without the prefix.
-    pub metadata: HashMap<String, String>,
+    pub(crate) metadata: HashMap<String, String>,
     /// Where it came from (for messages).
-    pub label: String,
-    /// The output shape checked at load time.
-    pub output_shape: Vec<usize>,
+    pub(crate) label: String,
 }
 
 impl LoadedModel {
     /// Runs the model on one f32 input of `shape` and returns its single output.
-    pub fn run_f32(&mut self, shape: [usize; 4], data: &[f32]) -> Result<TValue> {
+    pub(crate) fn run_f32(&mut self, shape: [usize; 4], data: &[f32]) -> Result<TValue> {
         let input = Tensor::from_shape(&shape, data)?;
         let mut out = self.state.run(tvec!(input.into()))?;
         Ok(out.remove(0))
     }
 
     /// A metadata value parsed as `T`, or `default` when absent.
-    pub fn meta_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+    pub(crate) fn meta_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.metadata.get(key) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| {
@@ -67,11 +65,11 @@ impl LoadedModel {
 /// What a model must be to load in one role: its `pvtherm.kind` metadata
 /// (when the file has one) and the channels of its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// `detector` or `classifier`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Channels of the single `[1, C, h, w]` output.
-    pub channels: usize,
+    pub(crate) channels: usize,
 }
 
 /// Loads `source`, fixes its single input to `input_shape` (f32), optimises,
@@ -79,7 +77,7 @@ pub struct Expected {
 /// model and its single output has the expected channels. `threads` > 1 gives
 /// the plan its own pool for the matrix products. Every failure names the
 /// model and what is wrong.
-pub fn load(
+pub(crate) fn load(
     source: &ModelSource,
     expected: Expected,
     input_shape: [usize; 4],
@@ -184,7 +182,6 @@ pub fn load(
         state,
         metadata,
         label,
-        output_shape,
     })
 }
 

@@ -31,7 +31,7 @@ use tract_onnx::Onnx;
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// The ONNX operators `onnx()` can load (sorted, for messages).
-pub const SUPPORTED: [&str; 6] = [
+pub(crate) const SUPPORTED: [&str; 6] = [
     "Add",
     "Conv",
     "DequantizeLinear",
@@ -42,7 +42,7 @@ pub const SUPPORTED: [&str; 6] = [
 
 /// An ONNX parser that knows pvtherm's operators (see the module doc).
 #[cfg(not(feature = "all-onnx-ops"))]
-pub fn onnx() -> Onnx {
+pub(crate) fn onnx() -> Onnx {
     let mut ops = OnnxOpRegister::default();
     ops.insert("Add", add);
     ops.insert("Conv", conv);
@@ -58,12 +58,15 @@ pub fn onnx() -> Onnx {
 
 /// An ONNX parser with every operator tract knows (cargo feature `all-onnx-ops`).
 #[cfg(feature = "all-onnx-ops")]
-pub fn onnx() -> Onnx {
+pub(crate) fn onnx() -> Onnx {
     tract_onnx::onnx()
 }
 
 /// The operators of `nodes` that `onnx()` cannot build, sorted and distinct.
-pub fn unsupported<'a>(onnx: &Onnx, nodes: impl IntoIterator<Item = &'a NodeProto>) -> Vec<String> {
+pub(crate) fn unsupported<'a>(
+    onnx: &Onnx,
+    nodes: impl IntoIterator<Item = &'a NodeProto>,
+) -> Vec<String> {
     let mut missing: Vec<String> = nodes
         .into_iter()
         .map(|n| n.op_type.clone())

@@ -14,9 +14,9 @@ use crate::geometry::{Point, Quad};
 
 /// Height and width of the classifier's module crop (portrait, like the
 /// InfraredSolarModules crops).
-pub const CROP_H: usize = 40;
+pub(crate) const CROP_H: usize = 40;
 /// Width of the classifier's module crop.
-pub const CROP_W: usize = 24;
+pub(crate) const CROP_W: usize = 24;
 
 /// The order statistics used by the normalisation, for `n` values.
 fn percentile_ranks(n: usize) -> (usize, usize) {
@@ -59,7 +59,7 @@ pub fn integer_limits(pixels: &Pixels, hist: &mut Vec<u32>) -> (f32, f32) {
 
 /// Stretch limits of float values (used for the small module crops).
 /// `scratch` is reused between calls.
-pub fn float_limits(values: &[f32], scratch: &mut Vec<f32>) -> (f32, f32) {
+pub(crate) fn float_limits(values: &[f32], scratch: &mut Vec<f32>) -> (f32, f32) {
     if values.is_empty() {
         return (0.0, 1.0);
     }
@@ -81,7 +81,7 @@ fn finish_limits(lo: f32, hi: f32) -> (f32, f32) {
 
 /// Maps a value into 0..1 with the stretch limits (the exact formula of the contract).
 #[inline]
-pub fn stretch(v: f32, lo: f32, hi: f32) -> f32 {
+pub(crate) fn stretch(v: f32, lo: f32, hi: f32) -> f32 {
     ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
 }
 
@@ -143,7 +143,7 @@ pub fn resize_bilinear(
 
 /// Sorts four corners into the canonical order TL, TR, BR, BL: ascending
 /// angle around their centre in screen coordinates (y down).
-pub fn canonical_corners(quad: &Quad) -> [Point; 4] {
+pub(crate) fn canonical_corners(quad: &Quad) -> [Point; 4] {
     let c = quad.center();
     let mut pts = quad.0;
     pts.sort_by(|a, b| {

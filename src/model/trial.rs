@@ -28,15 +28,15 @@ const MAX_RUNS: usize = 7;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrecisionTrial {
     /// The pair kept: the faster one; f32 on a tie (the accuracy reference).
-    pub chosen: Precision,
+    pub(crate) chosen: Precision,
     /// Median wall time of the f32 pair (detector + classifier) on the sample frame, ms.
-    pub f32_ms: f32,
+    pub(crate) f32_ms: f32,
     /// The same for the int8 pair, ms.
-    pub int8_ms: f32,
+    pub(crate) int8_ms: f32,
     /// Timed runs per pair, after one warm-up run each.
-    pub runs: u32,
+    pub(crate) runs: u32,
     /// The whole trial, loading both pairs included, ms.
-    pub took_ms: f32,
+    pub(crate) took_ms: f32,
 }
 
 impl std::fmt::Display for PrecisionTrial {
@@ -55,7 +55,7 @@ impl std::fmt::Display for PrecisionTrial {
 
 /// Loads the model stack `config` asks for. With `precision = "auto"` and
 /// no model file named, loads both built-in pairs, times them alternately on
-/// `sample` (one warm-up run each, then up to [`MAX_RUNS`] each while
+/// `sample` (one warm-up run each, then up to `MAX_RUNS` each while
 /// `budget` lasts, at least one) and keeps the faster; the trial says what
 /// it measured. Otherwise loads as [`ModelStack::load`] and there is no
 /// trial (a named file or precision leaves nothing to choose).

@@ -41,23 +41,23 @@ pub struct DefectAssessment {
     pub defective: bool,
     /// The classifier's probability-like score 0..1 that the module is
     /// defective (whichever rule decided).
-    pub defect_score: f32,
+    pub(crate) defect_score: f32,
     /// Most likely anomaly class (one of [`ANOMALY_CLASSES`]).
-    pub anomaly_class: String,
+    pub(crate) anomaly_class: String,
     /// Which rule decided `defective`.
     #[serde(default)]
-    pub decision: Decision,
+    pub(crate) decision: Decision,
     /// The fused rule's score 0..1 (logistic of `fused_logit`), when it decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fused_score: Option<f32>,
+    pub(crate) fused_score: Option<f32>,
     /// The fused rule's logit z; defective when z >= its threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fused_logit: Option<f32>,
+    pub(crate) fused_logit: Option<f32>,
     /// The classifier's 13 outputs (12 class logits, then the defect logit):
     /// what the fusion reads, and what picks the class again when it changes
     /// the decision.
     #[serde(skip)]
-    pub logits: [f32; 13],
+    pub(crate) logits: [f32; 13],
 }
 
 /// One PV module found in a frame, in frame pixel coordinates.
@@ -66,7 +66,7 @@ pub struct ModuleDetection {
     /// The module outline.
     pub quad: Quad,
     /// Axis-aligned box of `quad`, clipped to the frame.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// Detector confidence 0..1.
     pub score: f32,
     #[serde(flatten)]

@@ -10,7 +10,7 @@ use crate::lock::IgnorePoison;
 
 /// A queue of one: the newest frame waiting for the model.
 #[derive(Default)]
-pub struct FrameQueue {
+pub(crate) struct FrameQueue {
     slot: Mutex<QueueSlot>,
     ready: Condvar,
 }
@@ -25,7 +25,7 @@ struct QueueSlot {
 
 /// What [`FrameQueue::pop`] returns.
 #[allow(clippy::large_enum_variant)] // the frame moves once, boxing it buys nothing
-pub enum Popped {
+pub(crate) enum Popped {
     Frame(Frame),
     /// Nothing arrived within the timeout (the caller beats the heartbeat).
     Idle,
@@ -35,7 +35,7 @@ pub enum Popped {
 
 impl FrameQueue {
     /// Puts `frame` in the queue; returns true when it replaced an unprocessed frame.
-    pub fn push(&self, frame: Frame) -> bool {
+    pub(crate) fn push(&self, frame: Frame) -> bool {
         let mut slot = self.slot.lock().ignore_poison();
         let replaced = slot.frame.replace(frame).is_some();
         self.ready.notify_one();
@@ -46,7 +46,7 @@ impl FrameQueue {
     /// for sources that must not lose frames. Returns false, dropping the
     /// frame, when the queue is closed (the inference thread stopped): the
     /// caller counts it.
-    pub fn push_when_free(&self, frame: Frame) -> bool {
+    pub(crate) fn push_when_free(&self, frame: Frame) -> bool {
         let slot = self.slot.lock().ignore_poison();
         let mut slot = self
             .ready
@@ -62,18 +62,18 @@ impl FrameQueue {
 
     /// No more frames will come: the end of the source's data, not a stop
     /// request (the frame waiting, if any, is still popped).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.slot.lock().ignore_poison().closed = true;
         self.ready.notify_all();
     }
 
     /// Number of frames waiting (0 or 1).
-    pub fn depth(&self) -> u32 {
+    pub(crate) fn depth(&self) -> u32 {
         self.slot.lock().ignore_poison().frame.is_some() as u32
     }
 
     /// Takes the waiting frame, waiting up to `timeout` for one.
-    pub fn pop(&self, timeout: Duration) -> Popped {
+    pub(crate) fn pop(&self, timeout: Duration) -> Popped {
         let slot = self.slot.lock().ignore_poison();
         let (mut slot, _) = self
             .ready

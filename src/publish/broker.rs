@@ -28,7 +28,7 @@ impl BrokerConfig {
     /// Sizes rumqttd can allocate for (its segments hold four maximal
     /// publishes). Checked also when the broker is off, so turning it on later
     /// does not reveal an old mistake.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !self.listen.ip().is_loopback() {
             bail!(
                 "[broker] listen = \"{}\" is not a loopback address: the embedded broker has \

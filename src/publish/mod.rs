@@ -36,15 +36,15 @@
 //!   the broker publishes the retained last will `offline` when the link dies, and a
 //!   clean shutdown publishes `offline` itself.
 //!
-//! Topics are `<prefix>/<device>/<topic_suffix>` (see [`Identity::topic`]).
+//! Topics are `<prefix>/<device>/<topic_suffix>` (see `Identity::topic`).
 //!
-//! Optional: [`broker`] runs an in-process rumqttd broker for the demo/embedded setup.
+//! Optional: `broker` runs an in-process rumqttd broker for the demo/embedded setup.
 
-pub mod broker;
+pub(crate) mod broker;
 mod committer;
 mod delivery;
 mod link;
-pub mod mqtt;
+pub(crate) mod mqtt;
 pub mod outbox;
 mod publisher;
 mod reserve;
@@ -88,7 +88,7 @@ pub enum MessageClass {
 
 impl MessageClass {
     /// Every class, in a fixed order (the index order of [`ClassCounts`]).
-    pub const ALL: [MessageClass; 10] = [
+    pub(crate) const ALL: [MessageClass; 10] = [
         MessageClass::Detections,
         MessageClass::Defect,
         MessageClass::DefectThumbnail,
@@ -130,7 +130,7 @@ impl MessageClass {
     }
 
     /// Inverse of [`MessageClass::as_str`].
-    pub fn from_name(name: &str) -> Option<MessageClass> {
+    pub(crate) fn from_name(name: &str) -> Option<MessageClass> {
         Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
@@ -156,7 +156,7 @@ pub struct Outgoing {
     /// Decides durability and drop priority.
     pub class: MessageClass,
     /// Publish with the MQTT retain flag (snapshots, stats, camera).
-    pub retain: bool,
+    pub(crate) retain: bool,
 }
 
 impl Outgoing {
@@ -206,23 +206,18 @@ impl Identity {
         })
     }
 
-    /// The topic prefix, e.g. `pvtherm`.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The device id, e.g. `roof-a`.
-    pub fn device(&self) -> &str {
+    pub(crate) fn device(&self) -> &str {
         &self.device
     }
 
     /// Full topic `<prefix>/<device>/<suffix>`.
-    pub fn topic(&self, suffix: &str) -> String {
+    pub(crate) fn topic(&self, suffix: &str) -> String {
         format!("{}/{}/{}", self.prefix, self.device, suffix)
     }
 
     /// The availability topic that carries `online` / `offline` (retained).
-    pub fn availability_topic(&self) -> String {
+    pub(crate) fn availability_topic(&self) -> String {
         self.topic("availability")
     }
 }
@@ -266,7 +261,7 @@ impl ClassCounts {
     }
 
     /// Adds `n` to one class.
-    pub fn add(&mut self, class: MessageClass, n: u64) {
+    pub(crate) fn add(&mut self, class: MessageClass, n: u64) {
         self.0[class.index()] += n;
     }
 
@@ -276,7 +271,7 @@ impl ClassCounts {
     }
 
     /// `(class, count)` for every class.
-    pub fn iter(&self) -> impl Iterator<Item = (MessageClass, u64)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (MessageClass, u64)> + '_ {
         MessageClass::ALL.into_iter().map(|c| (c, self.get(c)))
     }
 }

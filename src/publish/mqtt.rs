@@ -138,7 +138,7 @@ impl MqttConfig {
     /// durations, sizes, window, password sources, the TLS key pair). Called by
     /// `Config::validate`, so `check-config` refuses what the client would, and
     /// again by [`MqttConfig::client_options`] for callers without a file.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.host.trim().is_empty() {
             bail!("[mqtt] host is empty: set the broker's host name or IP address");
         }
@@ -246,14 +246,14 @@ impl MqttConfig {
     }
 
     /// `host:port`, for log lines.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("{}:{}", self.host.trim(), self.port)
     }
 }
 
 /// Builds a rustls client configuration with the ring provider (no process-wide
 /// default provider is installed: no global state).
-pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig> {
+pub(crate) fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig> {
     let ca_file = tls
         .ca_file
         .clone()

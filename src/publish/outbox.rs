@@ -24,7 +24,7 @@
 //! to the write-ahead log first, and the checkpoint that lets the log start over
 //! has to grow the database by the pages the log still holds. So the outbox keeps
 //! a preallocated reserve file beside the database (`<file>-reserve`, see
-//! [`Layout`] for its size). When a write fails with `SQLITE_FULL` and the page
+//! `Layout` for its size). When a write fails with `SQLITE_FULL` and the page
 //! bound is not what is full, it deletes the reserve, checkpoints into the space
 //! that gives, holds the database at the pages it has now (so from here on the
 //! page bound, not the file system, says "full"), evicts by priority, checkpoints
@@ -112,7 +112,7 @@ pub struct OutboxConfig {
 impl OutboxConfig {
     /// A size and an age the queue can work with; called by `Config::validate`
     /// and by [`Outbox::open`].
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.path.as_os_str().is_empty() {
             bail!("[outbox] path is empty: set the SQLite file, e.g. \"/var/lib/pvtherm/outbox.sqlite\"");
         }
@@ -160,11 +160,11 @@ impl Synchronous {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     /// Row id; increasing in acceptance order.
-    pub id: i64,
+    pub(crate) id: i64,
     /// The message itself.
     pub message: Outgoing,
     /// When it was accepted (milliseconds since the Unix epoch).
-    pub created_at_ms: i64,
+    pub(crate) created_at_ms: i64,
 }
 
 /// The durable queue. Single connection; the publisher wraps it in a mutex shared by
@@ -314,18 +314,13 @@ impl Outbox {
         Ok(outbox)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Number of stored messages.
     pub fn depth(&self) -> u64 {
         self.depth
     }
 
     /// Accounted bytes of stored messages (see [`OutboxConfig::max_bytes`]).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
@@ -747,7 +742,7 @@ impl Outbox {
     /// Drops messages older than `max_age` (counted per class). Returns how many.
     /// A disk that cannot take the delete is reported in the health, not as an
     /// error: expiry is tried again later.
-    pub fn expire(&mut self) -> Result<u64> {
+    pub(crate) fn expire(&mut self) -> Result<u64> {
         match self.try_expire() {
             Ok(n) => {
                 self.wrote();
@@ -801,7 +796,7 @@ impl Outbox {
     /// state directory holds one self-contained file). Best effort: the log is as
     /// durable as the file, so a checkpoint that fails (a full disk) only leaves it
     /// for the next start, with a warning.
-    pub fn checkpoint(&self) {
+    pub(crate) fn checkpoint(&self) {
         if let Err(e) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// A snapshot of the publisher's health, for the stats message and logs (its
-/// wire form is [`crate::messages::BrokerStats`]).
+/// wire form is `crate::messages::BrokerStats`).
 #[derive(Debug, Clone, Default)]
 pub struct PublisherStats {
     /// True while an MQTT session is up.
@@ -36,7 +36,7 @@ pub struct PublisherStats {
     /// Messages waiting in the outbox (including those in flight).
     pub outbox_depth: u64,
     /// Accounted bytes in the outbox.
-    pub outbox_bytes: u64,
+    pub(crate) outbox_bytes: u64,
     /// Outbox messages sent and not yet acknowledged.
     pub in_flight: usize,
     /// Messages dropped because the outbox was full or they were too old, per class.
@@ -49,14 +49,14 @@ pub struct PublisherStats {
     pub last_error: Option<String>,
 }
 
-/// A message that arrived on one of the topics given to [`Publisher::inbound`].
+/// A message that arrived on one of the topics given to `Publisher::inbound`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
     /// The full topic it came on.
-    pub topic: String,
-    pub payload: Vec<u8>,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
     /// Whether the broker delivered it as a retained message.
-    pub retain: bool,
+    pub(crate) retain: bool,
 }
 
 /// Handle for submitting messages. Cheap to clone, usable from any thread.
@@ -122,7 +122,7 @@ pub(super) struct LinkStats {
 
 impl Publisher {
     /// Accepts one message. Durable classes go to the outbox through the commit
-    /// thread (see [`Committer`]: this waits only for the previous batch's commit);
+    /// thread (see `Committer`: this waits only for the previous batch's commit);
     /// state classes replace the previous value of their topic in memory. Errors:
     /// shutting down, invalid topic suffix, message larger than `[mqtt]
     /// max_message_bytes`, disk failure.
@@ -169,7 +169,7 @@ impl Publisher {
     /// `<prefix>/<device>/`) now and again after every reconnect, replacing
     /// what was announced there before; an empty payload removes the retained
     /// message from the broker. Used for Home Assistant discovery.
-    pub fn announce(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+    pub(crate) fn announce(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
         validate_topic_suffix(topic)?;
         self.shared
             .announcements
@@ -182,7 +182,7 @@ impl Publisher {
 
     /// Sends every announcement again (Home Assistant restarted and asked
     /// for them).
-    pub fn reannounce(&self) {
+    pub(crate) fn reannounce(&self) {
         self.shared.reannounce();
         self.shared.wake.notify_one();
     }
@@ -190,7 +190,7 @@ impl Publisher {
     /// Subscribes to `filters` (QoS 1) on the current and every later
     /// connection and returns where their messages arrive. One route per
     /// publisher: a second call adds its filters and replaces the receiver.
-    pub fn inbound(&self, filters: &[String]) -> mpsc::UnboundedReceiver<Inbound> {
+    pub(crate) fn inbound(&self, filters: &[String]) -> mpsc::UnboundedReceiver<Inbound> {
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut route = self.shared.inbound.lock().ignore_poison();

@@ -10,13 +10,13 @@ const KELVIN_OFFSET_C: f32 = -(KELVIN as f32);
 
 /// Lepton TLinear output (V4L2 `Y16`, `.y16` files, tCam `.tjsn`):
 /// centi-kelvin per count.
-pub const LEPTON_TLINEAR: Radiometry = Radiometry::Linear {
+pub(crate) const LEPTON_TLINEAR: Radiometry = Radiometry::Linear {
     scale: 0.01,
     offset: KELVIN_OFFSET_C,
 };
 
 /// TC001 / InfiRay temperature plane: 1/64 kelvin per count.
-pub const TC001_LINEAR: Radiometry = Radiometry::Linear {
+pub(crate) const TC001_LINEAR: Radiometry = Radiometry::Linear {
     scale: 1.0 / 64.0,
     offset: KELVIN_OFFSET_C,
 };
@@ -32,7 +32,7 @@ const CENTIKELVIN_MIN_MEDIAN: u16 = 20_000;
 /// What a Lepton frame's 16-bit values hold. The camera sends no flag saying
 /// so, so it is judged from the values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Y16Content {
+pub(crate) enum Y16Content {
     /// TLinear on: centi-kelvin of a real scene.
     CentiKelvin,
     /// All values <= 255: the camera's AGC output, no temperature.
@@ -52,7 +52,7 @@ impl Y16Content {
     /// into counts, and a few hot pixels do not turn counts into
     /// temperatures. A TLinear frame at 0.1 K resolution (decikelvin) falls
     /// in the range of raw counts and is read as such (relative).
-    pub fn classify(values: &[u16]) -> Y16Content {
+    pub(crate) fn classify(values: &[u16]) -> Y16Content {
         if values.iter().all(|&v| v <= AGC_MAX) {
             return Y16Content::Agc;
         }
@@ -67,7 +67,7 @@ impl Y16Content {
     }
 
     /// How values of this kind map to temperature.
-    pub fn radiometry(self) -> Radiometry {
+    pub(crate) fn radiometry(self) -> Radiometry {
         match self {
             Y16Content::CentiKelvin => LEPTON_TLINEAR,
             Y16Content::Agc | Y16Content::RawCounts => Radiometry::Relative,

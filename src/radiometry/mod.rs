@@ -17,8 +17,8 @@
 mod linear;
 mod planck;
 
-pub use linear::{Y16Content, LEPTON_TLINEAR, TC001_LINEAR};
-pub use planck::{ObjectParams, PlanckParams};
+pub(crate) use linear::{Y16Content, LEPTON_TLINEAR, TC001_LINEAR};
+pub(crate) use planck::{ObjectParams, PlanckParams};
 
 /// Kelvin at 0 degrees C.
 pub(crate) const KELVIN: f64 = 273.15;
@@ -91,10 +91,5 @@ impl CelsiusLut {
     pub fn get(&self, raw: u16) -> Option<f32> {
         let t = self.0[raw as usize];
         t.is_finite().then_some(t)
-    }
-
-    /// The whole table (index = raw value), NaN outside the domain.
-    pub fn as_slice(&self) -> &[f32] {
-        &self.0
     }
 }

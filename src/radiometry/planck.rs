@@ -23,39 +23,39 @@ use super::KELVIN;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlanckParams {
     /// Planck constant R1 of the sensor calibration.
-    pub r1: f64,
+    pub(crate) r1: f64,
     /// Planck constant R2 of the sensor calibration.
-    pub r2: f64,
+    pub(crate) r2: f64,
     /// Planck constant B (kelvin).
-    pub b: f64,
+    pub(crate) b: f64,
     /// Planck constant F.
-    pub f: f64,
+    pub(crate) f: f64,
     /// Planck offset O (raw counts).
-    pub o: f64,
+    pub(crate) o: f64,
     /// Object emissivity (0..1].
-    pub emissivity: f64,
+    pub(crate) emissivity: f64,
     /// Object distance in metres (0 = no atmospheric correction).
-    pub object_distance: f64,
+    pub(crate) object_distance: f64,
     /// Reflected apparent temperature in degrees C.
-    pub reflected_temp_c: f64,
+    pub(crate) reflected_temp_c: f64,
     /// Atmospheric temperature in degrees C.
-    pub atmospheric_temp_c: f64,
+    pub(crate) atmospheric_temp_c: f64,
     /// IR window temperature in degrees C.
-    pub ir_window_temp_c: f64,
+    pub(crate) ir_window_temp_c: f64,
     /// IR window transmission (0..1].
-    pub ir_window_transmission: f64,
+    pub(crate) ir_window_transmission: f64,
     /// Relative humidity, 0..1.
-    pub relative_humidity: f64,
+    pub(crate) relative_humidity: f64,
     /// Atmospheric transmission constant alpha1 (dry air, first band).
-    pub alpha1: f64,
+    pub(crate) alpha1: f64,
     /// Atmospheric transmission constant alpha2 (dry air, second band).
-    pub alpha2: f64,
+    pub(crate) alpha2: f64,
     /// Atmospheric transmission constant beta1 (water vapour, first band).
-    pub beta1: f64,
+    pub(crate) beta1: f64,
     /// Atmospheric transmission constant beta2 (water vapour, second band).
-    pub beta2: f64,
+    pub(crate) beta2: f64,
     /// Weight of the first band in the atmospheric transmission.
-    pub x: f64,
+    pub(crate) x: f64,
 }
 
 /// Object parameters from the configuration that replace the file's values
@@ -63,23 +63,23 @@ pub struct PlanckParams {
 /// Fields left unset keep the file's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ObjectParams {
+pub(crate) struct ObjectParams {
     /// Object emissivity (0..1]; PV module glass is about 0.85.
-    pub emissivity: Option<f64>,
+    pub(crate) emissivity: Option<f64>,
     /// Reflected apparent temperature in degrees C (sky seen in the glass).
-    pub reflected_temp_c: Option<f64>,
+    pub(crate) reflected_temp_c: Option<f64>,
     /// Distance from camera to object in metres (drives the atmospheric correction).
-    pub object_distance: Option<f64>,
+    pub(crate) object_distance: Option<f64>,
     /// Atmospheric temperature in degrees C.
-    pub atmospheric_temp_c: Option<f64>,
+    pub(crate) atmospheric_temp_c: Option<f64>,
     /// Relative humidity, 0..1.
-    pub relative_humidity: Option<f64>,
+    pub(crate) relative_humidity: Option<f64>,
 }
 
 impl ObjectParams {
     /// Checks the ranges (for config validation): emissivity in (0, 1],
     /// distance >= 0, humidity in [0, 1], finite temperatures.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if let Some(e) = self.emissivity {
             anyhow::ensure!(e > 0.0 && e <= 1.0, "emissivity {e} must be in (0, 1]");
         }
@@ -114,16 +114,16 @@ impl ObjectParams {
 /// around the cameras in public samples and exiftool's forum (R1 about
 /// 13,000-400,000, R2 0.01-1, B 1,300-1,600 for LWIR and up to about 3,000
 /// for MWIR cameras, F 1-2, O -8,000..0): a value outside is a damaged file.
-pub struct PlanckRanges {
-    pub r1: (f64, f64),
-    pub r2: (f64, f64),
-    pub b: (f64, f64),
-    pub f: (f64, f64),
-    pub o: (f64, f64),
+pub(crate) struct PlanckRanges {
+    pub(crate) r1: (f64, f64),
+    pub(crate) r2: (f64, f64),
+    pub(crate) b: (f64, f64),
+    pub(crate) f: (f64, f64),
+    pub(crate) o: (f64, f64),
 }
 
 /// See [`PlanckRanges`].
-pub const PLANCK_RANGES: PlanckRanges = PlanckRanges {
+pub(crate) const PLANCK_RANGES: PlanckRanges = PlanckRanges {
     r1: (1_000.0, 2_000_000.0),
     r2: (1e-4, 10.0),
     b: (500.0, 5_000.0),
@@ -144,7 +144,7 @@ impl PlanckParams {
     /// Planck constants inside [`PLANCK_RANGES`] (a damaged file, e.g. one
     /// flipped byte in PlanckB, gave 304,542 C), emissivity and window
     /// transmission in (0, 1].
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let all = [
             self.r1,
             self.r2,
@@ -198,7 +198,7 @@ impl PlanckParams {
     }
 
     /// These parameters with the set fields of `o` replacing the file's values.
-    pub fn with_overrides(&self, o: &ObjectParams) -> PlanckParams {
+    pub(crate) fn with_overrides(&self, o: &ObjectParams) -> PlanckParams {
         PlanckParams {
             emissivity: o.emissivity.unwrap_or(self.emissivity),
             reflected_temp_c: o.reflected_temp_c.unwrap_or(self.reflected_temp_c),
@@ -255,7 +255,7 @@ impl PlanckParams {
     /// Degrees C of one raw value. NaN when the value lies outside the
     /// calibration's domain (e.g. raw 0 with a negative PlanckO).
     /// For whole frames use [`PlanckParams::celsius_table`].
-    pub fn raw_to_celsius(&self, raw: u16) -> f32 {
+    pub(crate) fn raw_to_celsius(&self, raw: u16) -> f32 {
         let c = self.correction();
         self.object_celsius(raw as f64 * c.gain - c.offset) as f32
     }
@@ -263,7 +263,7 @@ impl PlanckParams {
     /// Degrees C for every possible raw value (65,536 entries, NaN outside the
     /// calibration's domain): built once per parameter set, then a frame
     /// converts with one table look-up per pixel.
-    pub fn celsius_table(&self) -> Vec<f32> {
+    pub(crate) fn celsius_table(&self) -> Vec<f32> {
         let c = self.correction();
         (0..=u16::MAX)
             .map(|raw| self.object_celsius(raw as f64 * c.gain - c.offset) as f32)
@@ -273,7 +273,7 @@ impl PlanckParams {
     /// The raw value (not rounded, may lie outside 0..65535) that reads as
     /// `celsius`: the inverse of [`PlanckParams::raw_to_celsius`], for turning
     /// temperature thresholds into raw thresholds.
-    pub fn celsius_to_raw(&self, celsius: f32) -> f32 {
+    pub(crate) fn celsius_to_raw(&self, celsius: f32) -> f32 {
         let c = self.correction();
         ((self.blackbody_raw(celsius as f64) + c.offset) / c.gain) as f32
     }

@@ -2,7 +2,7 @@
 //! through one trait, so the pipeline does not care whether it reads a camera
 //! or a folder of survey images.
 
-pub mod replay;
+pub(crate) mod replay;
 pub mod v4l2;
 
 use crate::frame::Frame;
@@ -70,7 +70,7 @@ use v4l2::{V4l2Config, V4l2Source};
 /// Which kind of source `[source]` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     /// A USB thermal camera over V4L2 (`[source.v4l2]`).
     #[default]
     V4l2,
@@ -83,11 +83,11 @@ pub enum SourceKind {
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// `v4l2` (camera) or `replay` (files).
-    pub kind: SourceKind,
+    pub(crate) kind: SourceKind,
     /// Settings of the replay source.
-    pub replay: ReplayConfig,
+    pub(crate) replay: ReplayConfig,
     /// Settings of the camera source.
-    pub v4l2: V4l2Config,
+    pub(crate) v4l2: V4l2Config,
     /// Most pixels an image file may decode to (replayed files, web
     /// uploads, `detect --config`), checked from the header before anything
     /// is allocated: a small file claiming a huge image is refused instead
@@ -97,7 +97,7 @@ pub struct SourceConfig {
 
 impl SourceConfig {
     /// Checks the pixel limit and the selected source's settings.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         crate::config_value::in_range(
             crate::decode_limit::KEY,
             self.max_pixels.pixels(),
@@ -120,7 +120,7 @@ impl SourceConfig {
     }
 
     /// Makes relative paths relative to the config file's folder.
-    pub fn resolve_paths(&mut self, base: &Path) {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
         // An empty path stays empty, so validation can say it is missing.
         if !self.replay.path.as_os_str().is_empty() && self.replay.path.is_relative() {
             self.replay.path = base.join(&self.replay.path);

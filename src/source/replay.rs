@@ -14,22 +14,22 @@ use crate::imageio::{self, LoadOptions};
 /// `[source.replay]` configuration section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ReplayConfig {
+pub(crate) struct ReplayConfig {
     /// A folder of image files (played sorted by file name, files with
     /// unsupported extensions ignored, not recursive) or a single file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Frames per second; 0 plays as fast as the pipeline takes them.
-    pub fps: f64,
+    pub(crate) fps: f64,
     /// Start again from the first file after the last (TOML key `loop`);
     /// otherwise the source ends, and the daemon with it.
     #[serde(rename = "loop")]
-    pub loop_forever: bool,
+    pub(crate) loop_forever: bool,
     /// degrees C = raw * `raw_scale` + `raw_offset` for 16-bit TIFFs of
     /// cameras whose scale pvtherm does not know (e.g. 0.04 and -273.15 for
     /// a T-linear FLIR Boson); both or neither.
-    pub raw_scale: Option<f64>,
+    pub(crate) raw_scale: Option<f64>,
     /// See `raw_scale`.
-    pub raw_offset: Option<f64>,
+    pub(crate) raw_offset: Option<f64>,
 }
 
 impl Default for ReplayConfig {
@@ -48,7 +48,7 @@ impl ReplayConfig {
     /// Checks the values (for `check-config`, and again when the source
     /// opens): a rate whose period a clock can hold, and a path that holds
     /// files to play, as the daemon would find at start.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if self.path.as_os_str().is_empty() {
             bail!("[source.replay] path is not set: give a folder of images or one file");
         }
@@ -68,7 +68,7 @@ impl ReplayConfig {
     /// The scale and offset of 16-bit TIFFs, when configured (both or
     /// neither; [`super::SourceConfig::load_options`] puts them with the
     /// other load options).
-    pub fn raw_scale(&self) -> anyhow::Result<Option<(f32, f32)>> {
+    pub(crate) fn raw_scale(&self) -> anyhow::Result<Option<(f32, f32)>> {
         Ok(match (self.raw_scale, self.raw_offset) {
             (None, None) => None,
             (Some(scale), Some(offset)) => {
@@ -92,7 +92,7 @@ impl ReplayConfig {
 /// Frames get increasing sequence numbers and capture time = now at emission
 /// (so the daemon behaves as with a live camera); `origin` keeps the file path.
 /// Unreadable files are logged and skipped (counted in `dropped_frames`).
-pub struct ReplaySource {
+pub(crate) struct ReplaySource {
     files: Vec<PathBuf>,
     period: Option<Duration>,
     loop_forever: bool,
@@ -112,7 +112,7 @@ pub struct ReplaySource {
 impl ReplaySource {
     /// Opens the folder or file of `config.path`, to be read with `options`.
     /// Fails when the path does not exist or holds no supported files.
-    pub fn new(config: &ReplayConfig, options: LoadOptions) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &ReplayConfig, options: LoadOptions) -> anyhow::Result<Self> {
         config.validate()?;
         let files = list_files(&config.path)?;
         let mut source = Self::from_files(files, config.fps, config.loop_forever, options)?;
@@ -125,7 +125,7 @@ impl ReplaySource {
     }
 
     /// A replay of exactly these files, in this order, read with `options`.
-    pub fn from_files(
+    pub(crate) fn from_files(
         files: Vec<PathBuf>,
         fps: f64,
         loop_forever: bool,

@@ -171,11 +171,11 @@ mod string_repr {
     use std::fmt::Display;
     use std::str::FromStr;
 
-    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(v)
     }
 
-    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
     where
         T: FromStr<Err = String>,
         D: Deserializer<'de>,
@@ -439,7 +439,7 @@ impl V4l2Source {
     /// Like [`open`](Self::open), but a camera that is not there yet is not an
     /// error: the first event is then `Offline` and the source keeps trying.
     /// Config errors (bad values) still fail here.
-    pub fn open_or_wait(config: V4l2Config) -> anyhow::Result<V4l2Source> {
+    pub(crate) fn open_or_wait(config: V4l2Config) -> anyhow::Result<V4l2Source> {
         config.validate()?;
         let mut source = V4l2Source::with_config(config);
         match open_configured(&source.config) {

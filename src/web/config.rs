@@ -17,7 +17,7 @@ use crate::config_value::{duration, duration_in_range, in_range, read_secret_fil
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Serve the page and the API from the daemon (`pvtherm serve` always does).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Address and port to listen on. Loopback by default: open it to the
     /// network (e.g. "0.0.0.0:8080") only on a trusted network or with a
     /// token or a login.
@@ -27,20 +27,20 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// User name of the HTTP Basic login (a browser asks for it); set together
     /// with `password_file`. Either the login or the token is accepted.
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// File whose content (trailing newline removed) is the password of
     /// `username`, like `[mqtt] password_file`.
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// Largest accepted upload (one request, all its images), in MiB.
-    pub max_upload_mib: u32,
+    pub(crate) max_upload_mib: u32,
     /// Batches that may wait for the analysis besides the one it works on;
     /// more are refused with 503 and Retry-After.
-    pub queue_depth: u32,
+    pub(crate) queue_depth: u32,
     /// Most images in one batch.
-    pub max_images: u32,
+    pub(crate) max_images: u32,
     /// Longest a request may take, analysis included (humantime, e.g. "60s").
     #[serde(with = "duration")]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -87,7 +87,7 @@ impl HttpConfig {
     }
 
     /// The bearer token from `token_file`, if one is configured.
-    pub fn token(&self) -> Result<Option<String>> {
+    pub(crate) fn token(&self) -> Result<Option<String>> {
         let Some(file) = &self.token_file else {
             return Ok(None);
         };
@@ -97,7 +97,7 @@ impl HttpConfig {
     /// The user name and password of the HTTP Basic login, if one is
     /// configured: both keys or neither, a user name a Basic login can carry
     /// (no `:`, which separates it from the password), a non-empty password.
-    pub fn basic_login(&self) -> Result<Option<(String, String)>> {
+    pub(crate) fn basic_login(&self) -> Result<Option<(String, String)>> {
         let (user, file) = match (&self.username, &self.password_file) {
             (None, None) => return Ok(None),
             (Some(user), Some(file)) => (user, file),

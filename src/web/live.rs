@@ -65,7 +65,7 @@ impl LiveState {
     /// Keeps what the page shows from messages about to be submitted to the
     /// publisher: snapshots, defect events (each followed by its thumbnail),
     /// camera and stats. Other classes are ignored.
-    pub fn observe(&self, messages: &[Outgoing]) {
+    pub(crate) fn observe(&self, messages: &[Outgoing]) {
         if !messages.iter().any(|m| {
             matches!(
                 m.class,

@@ -1,7 +1,7 @@
 //! The web page and HTTP API: `pvtherm serve` and the daemon's `[http]`
 //! section run this same server. It runs on its own thread and tokio
 //! runtime, analyses uploads on its own model instance through a bounded
-//! queue ([`queue`]), and reads the daemon's live state ([`LiveState`]) that
+//! queue (`queue`), and reads the daemon's live state ([`LiveState`]) that
 //! the pipeline fills with messages it built anyway; so neither a browser
 //! nor a flood of uploads can slow the camera pipeline.
 //!
@@ -12,10 +12,10 @@ mod api;
 mod assets;
 mod auth;
 mod base64;
-pub mod config;
+pub(crate) mod config;
 mod error;
 mod export;
-pub mod live;
+pub(crate) mod live;
 mod queue;
 mod upload;
 
@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::oneshot;
 
-pub use config::HttpConfig;
+pub(crate) use config::HttpConfig;
 pub use live::LiveState;
 
 use crate::analysis::AnalysisConfig;
@@ -155,13 +155,6 @@ impl WebServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
-    /// Serves until the thread ends (`pvtherm serve`: until the process is stopped).
-    pub fn wait(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -31,7 +31,7 @@ pub enum SizeOffer {
 
 impl SizeOffer {
     /// Whether `width` x `height` is one of the sizes this offer covers.
-    pub fn contains(&self, width: u32, height: u32) -> bool {
+    pub(crate) fn contains(&self, width: u32, height: u32) -> bool {
         match *self {
             SizeOffer::Discrete {
                 width: w,
@@ -101,21 +101,21 @@ impl fmt::Display for SizeOffer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatOffer {
     /// V4L2 fourcc, e.g. `*b"Y16 "`.
-    pub fourcc: [u8; 4],
+    pub(crate) fourcc: [u8; 4],
     /// The driver's description ("16-bit Greyscale").
-    pub description: String,
+    pub(crate) description: String,
     /// Frame sizes offered for this format.
-    pub sizes: Vec<SizeOffer>,
+    pub(crate) sizes: Vec<SizeOffer>,
 }
 
 impl FormatOffer {
     /// The fourcc as text, trailing spaces trimmed ("Y16", "YUYV").
-    pub fn fourcc_str(&self) -> String {
+    pub(crate) fn fourcc_str(&self) -> String {
         fourcc_to_string(self.fourcc)
     }
 
     /// Whether the offer has `width` x `height`.
-    pub fn offers_size(&self, width: u32, height: u32) -> bool {
+    pub(crate) fn offers_size(&self, width: u32, height: u32) -> bool {
         self.sizes.iter().any(|s| s.contains(width, height))
     }
 
@@ -146,27 +146,27 @@ pub fn fourcc_to_string(fourcc: [u8; 4]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     /// A fixed layout, or `None` for `auto`.
-    pub format: Option<PixelFormat>,
+    pub(crate) format: Option<PixelFormat>,
     /// Requested width, 0 = any.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Requested height, 0 = any.
-    pub height: u32,
+    pub(crate) height: u32,
 }
 
 /// The outcome of negotiation: what to ask the driver for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
     /// Layout to decode.
-    pub format: PixelFormat,
+    pub(crate) format: PixelFormat,
     /// Device frame width (TC001: 256).
-    pub width: u32,
+    pub(crate) width: u32,
     /// Device frame height (TC001: 384, both halves).
-    pub height: u32,
+    pub(crate) height: u32,
 }
 
 /// Picks the first usable format in preference order. The error message
 /// says what was asked and lists everything the device offers.
-pub fn choose(offers: &[FormatOffer], request: Request) -> Result<Choice, String> {
+pub(crate) fn choose(offers: &[FormatOffer], request: Request) -> Result<Choice, String> {
     let candidates: &[PixelFormat] = match &request.format {
         Some(f) => std::slice::from_ref(f),
         None => &PixelFormat::PREFERENCE,

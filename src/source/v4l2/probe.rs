@@ -52,13 +52,13 @@ pub fn video_nodes() -> Vec<PathBuf> {
 
 /// Whether the node is a video capture device that supports streaming I/O
 /// (UVC cameras also create metadata nodes that pvtherm must skip).
-pub fn can_stream_video(caps: &v4l::Capabilities) -> bool {
+pub(crate) fn can_stream_video(caps: &v4l::Capabilities) -> bool {
     caps.capabilities
         .contains(CapFlags::VIDEO_CAPTURE | CapFlags::STREAMING)
 }
 
 /// The capture formats and sizes the device offers.
-pub fn query_offers(dev: &Device) -> io::Result<Vec<FormatOffer>> {
+pub(crate) fn query_offers(dev: &Device) -> io::Result<Vec<FormatOffer>> {
     let formats = guarded("listing formats", || dev.enum_formats())?;
     let mut offers = Vec::with_capacity(formats.len());
     for f in formats {
@@ -94,7 +94,7 @@ fn size_offer(size: FrameSizeEnum) -> SizeOffer {
 }
 
 /// How pvtherm can use a format at a given size, for `pvtherm cameras`.
-pub fn usage(fourcc: [u8; 4], width: u32, height: u32) -> Option<&'static str> {
+pub(crate) fn usage(fourcc: [u8; 4], width: u32, height: u32) -> Option<&'static str> {
     match &fourcc {
         b"Y16 " => {
             Some("radiometric Y16 (centi-kelvin with TLinear on; AGC/raw counts read as relative)")

@@ -19,7 +19,7 @@ const CLOCK_STEP: Duration = Duration::from_secs(2);
 /// positive) delivery latency. The smallest such value seen is the best
 /// estimate; a large jump means the wall clock was stepped and re-anchors.
 #[derive(Debug, Default, Clone)]
-pub struct TimestampMapper {
+pub(crate) struct TimestampMapper {
     /// Estimated wall-clock time at driver timestamp zero, in ns since the epoch.
     offset_ns: Option<i128>,
 }
@@ -28,7 +28,7 @@ impl TimestampMapper {
     /// The capture time of a frame with driver timestamp `driver_ts`,
     /// dequeued at wall-clock `now`. A zero timestamp (drivers that set
     /// none) gives `now`.
-    pub fn capture_time(&mut self, driver_ts: Duration, now: SystemTime) -> SystemTime {
+    pub(crate) fn capture_time(&mut self, driver_ts: Duration, now: SystemTime) -> SystemTime {
         if driver_ts.is_zero() {
             return now;
         }
@@ -56,7 +56,7 @@ impl TimestampMapper {
 /// Counts frames lost between buffers from the driver's per-stream
 /// sequence numbers, and numbers frames for the pipeline so that gaps show.
 #[derive(Debug, Default, Clone)]
-pub struct SequenceTracker {
+pub(crate) struct SequenceTracker {
     /// Driver sequence of the previous buffer of the current stream.
     last_driver: Option<u32>,
     /// Pipeline sequence of the previous frame (across reopens).
@@ -68,13 +68,13 @@ pub struct SequenceTracker {
 impl SequenceTracker {
     /// A new stream starts (driver sequences restart at 0): no gap is
     /// counted across a reopen.
-    pub fn stream_restarted(&mut self) {
+    pub(crate) fn stream_restarted(&mut self) {
         self.last_driver = None;
     }
 
     /// Registers a buffer with driver sequence `seq`; returns the pipeline
     /// sequence number for its frame (previous + 1 + frames lost in between).
-    pub fn next(&mut self, seq: u32) -> u64 {
+    pub(crate) fn next(&mut self, seq: u32) -> u64 {
         let gap = match self.last_driver {
             // wrapping: u32 driver counters may wrap after years at 60 fps.
             Some(last) => u64::from(seq.wrapping_sub(last).saturating_sub(1)),
@@ -95,14 +95,14 @@ impl SequenceTracker {
 
     /// Counts a buffer that was dequeued but unusable (error flag, bad size):
     /// its number is skipped so the gap shows in the frame sequence.
-    pub fn discard(&mut self, seq: u32) {
+    pub(crate) fn discard(&mut self, seq: u32) {
         let n = self.next(seq);
         self.dropped += 1;
         self.last_frame = Some(n);
     }
 
     /// Frames lost so far.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 }

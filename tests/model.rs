@@ -401,8 +401,6 @@ fn detect_flags_the_defects_of_both_cameras_and_not_their_healthy_neighbours() {
 }
 
 #[test]
-#[ignore = "classifier 0.3.1 alone scores one of 20180630_154039's two defects 0.909, \
-            under its threshold 0.95: needs a classifier that ranks it higher (issue 15)"]
 fn the_classifier_alone_flags_the_defects_of_both_cameras() {
     let expected: Vec<(usize, usize)> = DEFECT_FRAMES.iter().map(|&(_, n)| (n, 0)).collect();
     assert_eq!(flagged_by_detect(&["--no-fusion"]), expected);

@@ -226,6 +226,8 @@ impl Config {
         };
         fix(&mut self.model.detector);
         fix(&mut self.model.classifier);
+        fix(&mut self.model.anomaly);
+        fix(&mut self.model.fusion_rule);
         fix(&mut self.http.token_file);
         fix(&mut self.http.password_file);
         self.source.resolve_paths(base);
@@ -269,12 +271,13 @@ impl Config {
     /// A few lines saying what this configuration will do.
     pub fn summary(&self) -> String {
         format!(
-            "device {:?}, topics {}/{}/...\nmodel: {} / {}, input {}x{}",
+            "device {:?}, topics {}/{}/...\nmodel: {} / {} / {}, input {}x{}",
             self.device.id,
             self.device.topic_prefix,
             self.device.id,
             self.model.detector_source().label(),
             self.model.classifier_source().label(),
+            self.model.anomaly_source().label(),
             self.model.input_width,
             self.model.input_height,
         )

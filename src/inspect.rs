@@ -22,7 +22,8 @@ pub struct Inspector {
 /// What inspecting one frame gives.
 pub struct Inspection {
     pub analysis: FrameAnalysis,
-    /// Model time (detector + classifier) in milliseconds.
+    /// Inference time in milliseconds: the models (detector, classifier,
+    /// and the anomaly model on flagged modules) and the analysis.
     pub latency_ms: f32,
 }
 
@@ -59,6 +60,7 @@ impl Inspector {
             version,
             detector: stack.detector.label().to_string(),
             classifier: stack.classifier.label().to_string(),
+            anomaly: stack.anomaly_label().to_string(),
         };
         Ok(Self {
             stack,
@@ -77,8 +79,11 @@ impl Inspector {
     pub fn inspect(&mut self, frame: &Frame, position: Option<&Position>) -> Result<Inspection> {
         let start = Instant::now();
         let modules = self.stack.infer(frame)?;
+        let stack = &mut self.stack;
+        let analysis = self.analyser.analyse_naming(frame, modules, position, &mut |f, q| {
+            stack.anomaly_class(f, q)
+        });
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
-        let analysis = self.analyser.analyse(frame, modules, position);
         Ok(Inspection {
             analysis,
             latency_ms,

@@ -72,6 +72,8 @@ pub struct ModelInfo {
     pub detector: String,
     /// Where the classifier came from.
     pub classifier: String,
+    /// Where the anomaly class model came from.
+    pub anomaly: String,
 }
 
 /// One module as every payload shows it (flat, stable names).
@@ -152,7 +154,7 @@ pub struct DetectionsMessage {
     pub(crate) device: String,
     pub frame: FrameInfo,
     pub(crate) model: ModelInfo,
-    /// Inference time for this frame (detector + classifier), milliseconds.
+    /// Inference time for this frame (models and analysis), milliseconds.
     pub latency_ms: f32,
     /// `celsius` or `relative`.
     pub(crate) unit: TemperatureUnit,

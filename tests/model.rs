@@ -217,7 +217,7 @@ fn bad_model_files_give_clear_errors() {
     ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("pvtherm-classifier-f32.onnx"), "{stderr}");
-    assert!(stderr.contains("detector is expected"), "{stderr}");
+    assert!(stderr.contains("detector model is expected"), "{stderr}");
 
     // A valid ONNX model with an operator this build does not carry
     // (src/model/onnx_ops.rs): named, with what to do about it.
@@ -286,13 +286,14 @@ fn model_files_with_the_wrong_metadata_or_shape_give_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let image = fixture("pv/images/001R.jpg");
     let classifier = committed_model("pvtherm-classifier-f32.onnx");
-    let cases: [(&str, &str, Vec<u8>, &[&str]); 4] = [
+    let anomaly = committed_model("pvtherm-anomaly-f32.onnx");
+    let cases: [(&str, &str, Vec<u8>, &[&str]); 6] = [
         // The detector named as classifier: its kind says so.
         (
             "--classifier",
             "detector-as-classifier.onnx",
             committed_model("pvtherm-detector-f32.onnx"),
-            &["pvtherm.kind = \"detector\"", "classifier is expected"],
+            &["pvtherm.kind = \"detector\"", "classifier model is expected"],
         ),
         // A classifier whose metadata claims it is a detector: its shape does not fit.
         (
@@ -300,6 +301,20 @@ fn model_files_with_the_wrong_metadata_or_shape_give_errors_naming_the_file() {
             "classifier-claiming-detector.onnx",
             with_metadata(&classifier, "pvtherm.kind", "detector"),
             &["shape"],
+        ),
+        // The classifier named as anomaly model, and an anomaly model claiming
+        // to be a classifier (12 outputs, not 13).
+        (
+            "--anomaly",
+            "classifier-as-anomaly.onnx",
+            classifier.clone(),
+            &["pvtherm.kind = \"classifier\"", "anomaly model is expected"],
+        ),
+        (
+            "--classifier",
+            "anomaly-claiming-classifier.onnx",
+            with_metadata(&anomaly, "pvtherm.kind", "classifier"),
+            &["output shape [1, 12, 1, 1] is not [1, 13, h, w]"],
         ),
         (
             "--classifier",
@@ -404,6 +419,27 @@ fn detect_flags_the_defects_of_both_cameras_and_not_their_healthy_neighbours() {
 fn the_classifier_alone_flags_the_defects_of_both_cameras() {
     let expected: Vec<(usize, usize)> = DEFECT_FRAMES.iter().map(|&(_, n)| (n, 0)).collect();
     assert_eq!(flagged_by_detect(&["--no-fusion"]), expected);
+}
+
+#[test]
+fn flagged_modules_are_named_by_the_anomaly_model() {
+    let mut stack = ModelStack::load(&ModelConfig::default()).unwrap();
+    let mut flagged = 0;
+    for (stem, _) in DEFECT_FRAMES {
+        let path = fixture(&format!("pv/images/{stem}.jpg"));
+        let report = pvtherm_json(&["detect", "--json", "--no-fusion", path.to_str().unwrap()]);
+        let frame = pvtherm::imageio::load_frame(&path, 0).unwrap();
+        for m in report["images"][0]["modules"].as_array().unwrap() {
+            let module: pvtherm::model::ModuleDetection = serde_json::from_value(m.clone()).unwrap();
+            let class = m["anomaly_class"].as_str().unwrap();
+            if module.defect.defective {
+                flagged += 1;
+                assert_eq!(Some(class), stack.anomaly_class(&frame, &module.quad), "{stem}");
+                assert_ne!(class, "No-Anomaly", "{stem}");
+            }
+        }
+    }
+    assert!(flagged >= 4, "{flagged} flagged modules in the defect fixtures");
 }
 
 fn eval_json(extra: &[&str]) -> serde_json::Value {

@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
+use crate::geometry::Quad;
 use crate::model::ModuleDetection;
 use crate::position::{Position, PositionConfig};
 use crate::radiometry::{ObjectParams, Radiometry};
@@ -161,11 +162,28 @@ impl Analyser {
     /// every module, then tracking and the defect events this frame causes.
     /// `position` is where the camera was at capture, when a position source
     /// knows it; events keep it. Never fails: what cannot be measured is `None`.
+    /// Flagged modules keep the classifier's anomaly class (see
+    /// [`Analyser::analyse_naming`]).
     pub fn analyse(
         &mut self,
         frame: &Frame,
         detections: Vec<ModuleDetection>,
         position: Option<&Position>,
+    ) -> FrameAnalysis {
+        self.analyse_naming(frame, detections, position, &mut |_, _| None)
+    }
+
+    /// [`Analyser::analyse`], with `name` asked for the anomaly class of each
+    /// module the defect decision flags, once decided and before anything
+    /// reads the class (severity, tracking); `None` keeps the classifier's.
+    /// The model stack's anomaly model answers here: run only on flagged
+    /// modules, it can be larger than a model that sees every module.
+    pub(crate) fn analyse_naming(
+        &mut self,
+        frame: &Frame,
+        detections: Vec<ModuleDetection>,
+        position: Option<&Position>,
+        name: &mut dyn FnMut(&Frame, &Quad) -> Option<&'static str>,
     ) -> FrameAnalysis {
         let radiometry = self.effective_radiometry(frame);
         let absolute = radiometry.is_absolute();
@@ -202,6 +220,11 @@ impl Analyser {
         if let Some(rule) = &self.fusion {
             let values = if keep_values { &self.values[..] } else { &[] };
             rule.apply(absolute, &mut modules, values, &mut self.means);
+        }
+        for m in modules.iter_mut().filter(|m| m.detection.defect.defective) {
+            if let Some(class) = name(frame, &m.detection.quad) {
+                m.detection.defect.anomaly_class = class.to_string();
+            }
         }
 
         let reference_temp = self.reference(&modules);

@@ -105,6 +105,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             rows.push(timing(name, "classifier, one module", n, || {
                 stack.classifier.assess(&frame, &first.quad).map(drop)
             })?);
+            rows.push(timing(name, "anomaly model, one flagged module", n, || {
+                stack.anomaly_class(&frame, &first.quad);
+                Ok(())
+            })?);
         }
         rows.push(timing(
             name,
@@ -113,9 +117,19 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             || stack.infer(&frame).map(drop),
         )?);
         let mut inspector = Inspector::new(&config, AnalysisConfig::default())?;
+        let flagged = inspector
+            .inspect(&frame, None)?
+            .analysis
+            .modules
+            .iter()
+            .filter(|m| m.detection.defect.defective)
+            .count();
         rows.push(timing(
             name,
-            &format!("whole frame: models + analysis, {} modules", modules.len()),
+            &format!(
+                "whole frame: models + analysis, {} modules, {flagged} flagged",
+                modules.len()
+            ),
             n,
             || inspector.inspect(&frame, None).map(drop),
         )?);

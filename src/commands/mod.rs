@@ -24,6 +24,10 @@ pub(crate) struct ModelArgs {
     /// Defect classifier ONNX file (default: the built-in classifier).
     #[arg(long, value_name = "PATH")]
     pub(crate) classifier: Option<PathBuf>,
+    /// Anomaly class model ONNX file, which names the class of flagged
+    /// modules (default: the built-in one).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) anomaly: Option<PathBuf>,
     /// Which built-in models to use; `auto` times both pairs in the daemon
     /// and `serve` and is f32 in one-shot commands [default: auto, or the
     /// config file's].
@@ -88,6 +92,7 @@ impl ModelArgs {
             },
             detector: self.detector.clone().or(base.detector),
             classifier: self.classifier.clone().or(base.classifier),
+            anomaly: self.anomaly.clone().or(base.anomaly),
             input_width,
             input_height,
             input_scale: self.input_scale.unwrap_or(base.input_scale),

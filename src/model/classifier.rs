@@ -1,8 +1,9 @@
 //! The defect classifier: a small network that looks at each module crop
-//! (warped to 40x24, normalised) and gives the anomaly class of the
-//! InfraredSolarModules taxonomy plus a defect probability. Defects are rare
-//! (1.65 % of annotated modules), so a second stage trained on 20,000 labelled
-//! crops judges them better than a detector head could.
+//! (warped to 40x24, normalised) and gives a defect probability plus a first
+//! guess at the InfraredSolarModules anomaly class (the anomaly model names
+//! the class of the modules found defective: [`super::anomaly`]). Defects are
+//! rare (1.65 % of annotated modules), so a second stage trained on 20,000
+//! labelled crops judges them better than a detector head could.
 
 use anyhow::Result;
 
@@ -87,8 +88,10 @@ pub(crate) fn interpret(logits: &[f32], threshold: f32) -> DefectAssessment {
 /// fused rule calls it again when it changes the classifier's decision.
 pub(crate) fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
     let classes = &logits[..12];
-    let range = if defective { 1..12 } else { 0..12 };
-    let best = range
+    if defective {
+        return super::anomaly::anomaly_of(classes);
+    }
+    let best = (0..12)
         .max_by(|&a, &b| classes[a].total_cmp(&classes[b]))
         .unwrap_or(0);
     ANOMALY_CLASSES[best]

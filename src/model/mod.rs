@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod anomaly;
 pub(crate) mod classifier;
 pub mod detector;
 pub(crate) mod onnx;
@@ -30,6 +31,8 @@ pub(crate) use onnx::ModelSource;
 pub use types::{Decision, DefectAssessment, ModuleDetection, ANOMALY_CLASSES};
 
 use crate::frame::Frame;
+use crate::geometry::Quad;
+use anomaly::AnomalyModel;
 
 /// One of the two built-in model pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -164,6 +167,9 @@ pub struct ModelConfig {
     pub detector: Option<PathBuf>,
     /// Classifier ONNX file; unset = the built-in classifier of `precision`.
     pub classifier: Option<PathBuf>,
+    /// Anomaly class model ONNX file (names the class of the modules the
+    /// defect decision flags); unset = the built-in one of `precision`.
+    pub anomaly: Option<PathBuf>,
     /// Width the frame is resized to before detection (multiple of 16).
     pub input_width: usize,
     /// Height the frame is resized to before detection (multiple of 16).
@@ -203,6 +209,7 @@ impl Default for ModelConfig {
             precision: PrecisionChoice::Auto,
             detector: None,
             classifier: None,
+            anomaly: None,
             input_width: 640,
             input_height: 512,
             input_scale: InputScale::Auto,
@@ -274,6 +281,7 @@ impl ModelConfig {
         for (key, file) in [
             ("detector", &self.detector),
             ("classifier", &self.classifier),
+            ("anomaly", &self.anomaly),
             ("fusion_rule", &self.fusion_rule),
         ] {
             if let Some(f) = file {
@@ -342,6 +350,14 @@ impl ModelConfig {
             None => builtin::classifier(self.pair()),
         }
     }
+
+    /// The anomaly class model to load.
+    pub(crate) fn anomaly_source(&self) -> ModelSource {
+        match &self.anomaly {
+            Some(p) => ModelSource::File(p.clone()),
+            None => builtin::anomaly(self.pair()),
+        }
+    }
 }
 
 /// The models shipped inside the binary, so that `pvtherm detect` and the
@@ -374,18 +390,34 @@ mod builtin {
             },
         }
     }
+
+    pub(crate) fn anomaly(p: Precision) -> ModelSource {
+        match p {
+            Precision::Int8 => ModelSource::Builtin {
+                label: "pvtherm-anomaly-int8.onnx",
+                bytes: include_bytes!("../../models/pvtherm-anomaly-int8.onnx"),
+            },
+            Precision::F32 => ModelSource::Builtin {
+                label: "pvtherm-anomaly-f32.onnx",
+                bytes: include_bytes!("../../models/pvtherm-anomaly-f32.onnx"),
+            },
+        }
+    }
 }
 
-/// Detector and classifier together: frame in, judged modules out.
+/// Detector, classifier and anomaly class model together: frame in, judged
+/// modules out.
 pub struct ModelStack {
     pub detector: Detector,
     pub classifier: Classifier,
+    /// Names the class of flagged modules ([`ModelStack::anomaly_class`]).
+    anomaly: AnomalyModel,
     /// Picks the detector's input size per frame.
     config: ModelConfig,
 }
 
 impl ModelStack {
-    /// Loads and optimises both models (once, at start-up).
+    /// Loads and optimises the models (once, at start-up).
     pub fn load(config: &ModelConfig) -> Result<Self> {
         config.validate()?;
         let detector = Detector::load(
@@ -395,11 +427,34 @@ impl ModelStack {
             config.threads,
         )?;
         let classifier = Classifier::load(&config.classifier_source(), config.defect_threshold)?;
+        let anomaly = AnomalyModel::load(&config.anomaly_source())?;
         Ok(Self {
             detector,
             classifier,
+            anomaly,
             config: config.clone(),
         })
+    }
+
+    /// Where the anomaly class model was loaded from.
+    pub(crate) fn anomaly_label(&self) -> &str {
+        self.anomaly.label()
+    }
+
+    /// The anomaly class of a module the defect decision flagged, from the
+    /// anomaly model; `None` (the classifier's class stays) if the model
+    /// fails on this crop, which is logged: the class is a label, the
+    /// decision is already made.
+    pub fn anomaly_class(&mut self, frame: &Frame, quad: &Quad) -> Option<&'static str> {
+        self.anomaly
+            .name(frame, quad)
+            .map_err(|e| {
+                log::warn!(
+                    "{}: {e:#}; the module keeps the classifier's anomaly class",
+                    self.anomaly.label()
+                )
+            })
+            .ok()
     }
 
     /// Finds the modules in `frame` (at the input size `[model]` gives its

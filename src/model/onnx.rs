@@ -66,7 +66,7 @@ impl LoadedModel {
 /// (when the file has one) and the channels of its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Expected {
-    /// `detector` or `classifier`.
+    /// `detector`, `classifier` or `anomaly`.
     pub(crate) kind: &'static str,
     /// Channels of the single `[1, C, h, w]` output.
     pub(crate) channels: usize,
@@ -141,7 +141,7 @@ pub(crate) fn load(
     // said as such, before its shape makes a vaguer error.
     if let Some(found) = metadata.get("kind").filter(|k| k.as_str() != kind) {
         bail!(
-            "{label}: metadata pvtherm.kind = {found:?}, but a {kind} is expected here; \
+            "{label}: metadata pvtherm.kind = {found:?}, but the {kind} model is expected here; \
              name the pvtherm {kind} ONNX file"
         );
     }

@@ -179,3 +179,38 @@ def freeze_bn(model: nn.Module) -> None:
     for mod in model.modules():
         if isinstance(mod, nn.BatchNorm2d):
             mod.eval()
+
+
+ANOMALY_OUT = 12  # the 12 ISM classes
+
+
+class AnomalyNet(nn.Module):
+    """Residual 40x24 crop -> 12 ISM class logits as a [1,12,1,1] map: the anomaly class model,
+    run only on the modules the defect decision flags, so it can afford ~10x the classifier.
+
+    stem 3x3 1->widths[0] (40x24), then per stage a 3x3/2 conv to widths[i] and blocks[i]
+    residual blocks; global average pool + 1x1, folded into one conv at export (Conv, Relu, Add).
+    """
+
+    def __init__(self, widths=(32, 48, 96, 128), blocks=(0, 1, 1, 1)):
+        super().__init__()
+        widths, blocks = tuple(widths), tuple(blocks)
+        layers = [cbr(1, widths[0], 3)] + [ResBlock(widths[0]) for _ in range(blocks[0])]
+        for cin, cout, nb in zip(widths, widths[1:], blocks[1:]):
+            layers += [cbr(cin, cout, 3, stride=2)] + [ResBlock(cout) for _ in range(nb)]
+        self.features = nn.Sequential(*layers)
+        self.downs = len(widths) - 1
+        self.fc = nn.Conv2d(widths[-1], ANOMALY_OUT, 1)
+        self.cfg = {"arch": "anomaly", "widths": list(widths), "blocks": list(blocks)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3), keepdim=True))
+
+    def export_module(self, h: int = 40, w: int = 24) -> nn.Module:
+        """Equivalent module for ONNX export: the pool + 1x1 as one conv over the last map."""
+        fh, fw = _out_size(h, self.downs), _out_size(w, self.downs)
+        head = nn.Conv2d(self.fc.in_channels, ANOMALY_OUT, (fh, fw))
+        with torch.no_grad():
+            head.weight.copy_(self.fc.weight.expand(-1, -1, fh, fw) / (fh * fw))
+            head.bias.copy_(self.fc.bias)
+        return nn.Sequential(self.features, head).eval()

@@ -80,9 +80,11 @@ impl Inspector {
         let start = Instant::now();
         let modules = self.stack.infer(frame)?;
         let stack = &mut self.stack;
-        let analysis = self.analyser.analyse_naming(frame, modules, position, &mut |f, q| {
-            stack.anomaly_class(f, q)
-        });
+        let analysis = self
+            .analyser
+            .analyse_naming(frame, modules, position, &mut |f, q| {
+                stack.anomaly_class(f, q)
+            });
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
         Ok(Inspection {
             analysis,

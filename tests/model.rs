@@ -430,16 +430,24 @@ fn flagged_modules_are_named_by_the_anomaly_model() {
         let report = pvtherm_json(&["detect", "--json", "--no-fusion", path.to_str().unwrap()]);
         let frame = pvtherm::imageio::load_frame(&path, 0).unwrap();
         for m in report["images"][0]["modules"].as_array().unwrap() {
-            let module: pvtherm::model::ModuleDetection = serde_json::from_value(m.clone()).unwrap();
+            let module: pvtherm::model::ModuleDetection =
+                serde_json::from_value(m.clone()).unwrap();
             let class = m["anomaly_class"].as_str().unwrap();
             if module.defect.defective {
                 flagged += 1;
-                assert_eq!(Some(class), stack.anomaly_class(&frame, &module.quad), "{stem}");
+                assert_eq!(
+                    Some(class),
+                    stack.anomaly_class(&frame, &module.quad),
+                    "{stem}"
+                );
                 assert_ne!(class, "No-Anomaly", "{stem}");
             }
         }
     }
-    assert!(flagged >= 4, "{flagged} flagged modules in the defect fixtures");
+    assert!(
+        flagged >= 4,
+        "{flagged} flagged modules in the defect fixtures"
+    );
 }
 
 fn eval_json(extra: &[&str]) -> serde_json::Value {

@@ -105,10 +105,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             rows.push(timing(name, "classifier, one module", n, || {
                 stack.classifier.assess(&frame, &first.quad).map(drop)
             })?);
-            rows.push(timing(name, "anomaly model, one flagged module", n, || {
-                stack.anomaly_class(&frame, &first.quad);
-                Ok(())
-            })?);
+            rows.push(timing(
+                name,
+                "anomaly model, one flagged module",
+                n,
+                || {
+                    stack.anomaly_class(&frame, &first.quad);
+                    Ok(())
+                },
+            )?);
         }
         rows.push(timing(
             name,

@@ -153,7 +153,12 @@ mod tests {
             let want = &expected[p.name()];
             for (i, (frame, quad)) in crops.iter().enumerate() {
                 let named = model.name(frame, quad).unwrap();
-                assert_eq!(named, want["named"][i].as_str().unwrap(), "{} crop {i}", p.name());
+                assert_eq!(
+                    named,
+                    want["named"][i].as_str().unwrap(),
+                    "{} crop {i}",
+                    p.name()
+                );
                 for (k, (got, reference)) in model
                     .sum
                     .iter()

@@ -151,6 +151,8 @@ mod tests {
         for p in [Precision::F32, Precision::Int8] {
             let mut model = AnomalyModel::load(&builtin::anomaly(p)).unwrap();
             let want = &expected[p.name()];
+            // int8: tract and onnxruntime round requantisation differently.
+            let tolerance = if p == Precision::F32 { 0.02 } else { 0.15 };
             for (i, (frame, quad)) in crops.iter().enumerate() {
                 let named = model.name(frame, quad).unwrap();
                 assert_eq!(
@@ -169,7 +171,7 @@ mod tests {
                     // The fixture holds the mean over the four views.
                     let got = got / 4.0;
                     assert!(
-                        (got - reference).abs() < 0.02,
+                        (got - reference).abs() < tolerance,
                         "{} crop {i} class {k}: {got} against {reference}",
                         p.name()
                     );

@@ -21,7 +21,6 @@ pub(crate) struct AnomalyModel {
     crop: Vec<f32>,
     flipped: Vec<f32>,
     scratch: Vec<f32>,
-    sum: [f32; ANOMALY_CHANNELS],
 }
 
 impl AnomalyModel {
@@ -36,7 +35,6 @@ impl AnomalyModel {
             crop: Vec::new(),
             flipped: Vec::new(),
             scratch: Vec::new(),
-            sum: [0.0; ANOMALY_CHANNELS],
         })
     }
 
@@ -50,17 +48,24 @@ impl AnomalyModel {
     /// the crop and its three flips (a module has no preferred orientation;
     /// the average is what MODEL_CARD.md measures).
     pub(crate) fn name(&mut self, frame: &Frame, quad: &Quad) -> Result<&'static str> {
+        Ok(anomaly_of(&self.logits(frame, quad)?))
+    }
+
+    /// The 12 class logits of the module outlined by `quad`, averaged over
+    /// the crop and its three flips.
+    fn logits(&mut self, frame: &Frame, quad: &Quad) -> Result<[f32; ANOMALY_CHANNELS]> {
+        const VIEWS: [Flip; 4] = [Flip::None, Flip::Horizontal, Flip::Vertical, Flip::Both];
         preprocess::module_crop(frame, quad, &mut self.scratch, &mut self.crop);
-        self.sum = [0.0; ANOMALY_CHANNELS];
-        for flip in [Flip::None, Flip::Horizontal, Flip::Vertical, Flip::Both] {
+        let mut mean = [0.0; ANOMALY_CHANNELS];
+        for flip in VIEWS {
             flip.apply(&self.crop, &mut self.flipped);
             let out = self.model.run_f32([1, 1, CROP_H, CROP_W], &self.flipped)?;
             let view = out.try_as_plain_ram()?;
-            for (s, l) in self.sum.iter_mut().zip(view.as_slice::<f32>()?) {
-                *s += l;
+            for (m, l) in mean.iter_mut().zip(view.as_slice::<f32>()?) {
+                *m += l / VIEWS.len() as f32;
             }
         }
-        Ok(anomaly_of(&self.sum))
+        Ok(mean)
     }
 }
 
@@ -161,15 +166,13 @@ mod tests {
                     "{} crop {i}",
                     p.name()
                 );
-                for (k, (got, reference)) in model
-                    .sum
+                let logits = model.logits(frame, quad).unwrap();
+                for (k, (got, reference)) in logits
                     .iter()
                     .zip(want["logits"][i].as_array().unwrap())
                     .enumerate()
                 {
                     let reference = reference.as_f64().unwrap() as f32;
-                    // The fixture holds the mean over the four views.
-                    let got = got / 4.0;
                     assert!(
                         (got - reference).abs() < tolerance,
                         "{} crop {i} class {k}: {got} against {reference}",

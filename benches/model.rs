@@ -139,7 +139,7 @@ fn bench_scaling(c: &mut Criterion) {
                 version: "bench".into(),
                 detector: "built-in".into(),
                 classifier: "built-in".into(),
-                anomaly: "built-in".into(),
+                anomaly: Some("built-in".into()),
             },
             Renderer::new(RenderOptions::default()),
         );

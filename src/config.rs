@@ -277,7 +277,10 @@ impl Config {
             self.device.id,
             self.model.detector_source().label(),
             self.model.classifier_source().label(),
-            self.model.anomaly_source().label(),
+            match self.model.anomaly_views {
+                0 => "no anomaly model".to_string(),
+                n => format!("{} ({n} views)", self.model.anomaly_source().label()),
+            },
             self.model.input_width,
             self.model.input_height,
         )

@@ -60,7 +60,7 @@ impl Inspector {
             version,
             detector: stack.detector.label().to_string(),
             classifier: stack.classifier.label().to_string(),
-            anomaly: stack.anomaly_label().to_string(),
+            anomaly: stack.anomaly_label().map(str::to_string),
         };
         Ok(Self {
             stack,

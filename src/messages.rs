@@ -72,8 +72,9 @@ pub struct ModelInfo {
     pub detector: String,
     /// Where the classifier came from.
     pub classifier: String,
-    /// Where the anomaly class model came from.
-    pub anomaly: String,
+    /// Where the anomaly class model came from; `None` (JSON `null`) when
+    /// none runs (`[model] anomaly_views = 0`: the classifier names the class).
+    pub anomaly: Option<String>,
 }
 
 /// One module as every payload shows it (flat, stable names).

@@ -450,6 +450,54 @@ fn flagged_modules_are_named_by_the_anomaly_model() {
     );
 }
 
+#[test]
+fn without_the_anomaly_model_the_same_modules_are_flagged_and_the_classifier_names_them() {
+    // Classifier-only decisions, so that `assess` below gives the class too.
+    let path = fixture(&format!("pv/images/{}.jpg", DEFECT_FRAMES[1].0));
+    let path = path.to_str().unwrap();
+    let named = pvtherm_json(&["detect", "--json", "--no-fusion", path]);
+    let plain = pvtherm_json(&[
+        "detect",
+        "--json",
+        "--no-fusion",
+        "--anomaly-views",
+        "0",
+        path,
+    ]);
+    assert!(named["model"]["anomaly"].is_string(), "{}", named["model"]);
+    assert!(plain["model"]["anomaly"].is_null(), "{}", plain["model"]);
+    let mut stack = ModelStack::load(&ModelConfig::default()).unwrap();
+    let frame = pvtherm::imageio::load_frame(std::path::Path::new(path), 0).unwrap();
+    let modules = |r: &serde_json::Value| r["images"][0]["modules"].as_array().unwrap().clone();
+    let (named, plain) = (modules(&named), modules(&plain));
+    assert_eq!(named.len(), plain.len());
+    let mut flagged = 0;
+    for (a, b) in named.iter().zip(&plain) {
+        assert_eq!(a["defective"], b["defective"]);
+        let module: pvtherm::model::ModuleDetection = serde_json::from_value(b.clone()).unwrap();
+        let by_classifier = stack.classifier.assess(&frame, &module.quad).unwrap();
+        let by_classifier = serde_json::to_value(by_classifier).unwrap();
+        assert_eq!(b["anomaly_class"], by_classifier["anomaly_class"]);
+        flagged += usize::from(module.defect.defective);
+    }
+    assert!(flagged >= 1, "{path}: nothing flagged");
+}
+
+#[test]
+fn an_anomaly_view_count_the_model_has_no_views_for_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pvtherm"))
+        .args(["detect", "--anomaly-views", "3"])
+        .arg(fixture("pv/images/066R.jpg"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("anomaly_views = 3") && err.contains("1, 2 or 4"),
+        "{err}"
+    );
+}
+
 fn eval_json(extra: &[&str]) -> serde_json::Value {
     let dir = fixture("pv");
     let mut args = vec!["eval", dir.to_str().unwrap(), "--json", "--curve"];

@@ -12,6 +12,27 @@
 //! z = bias + sum(w_i x_i)        defective when z >= logit_threshold
 //! ```
 //!
+//! Two optional parts let other evidence decide on its own, so that the
+//! combiner adds evidence and never vetoes it: `keep_classifier` (a module
+//! the classifier alone finds defective stays so, unless it is a sliver cut
+//! by the frame's border: its crop is stretched frame edge, where the
+//! classifier's false alarms are) and a branch's
+//! `hot_spot_floor` (a module whose hottest pixel lies at least that many
+//! spreads above both the frame's reference and its own median is defective
+//! whatever its crop looks like). Both enter z as one number, so that one
+//! threshold still decides and moves all three together:
+//!
+//! ```text
+//! z = max(z_combiner,
+//!         t + (defect_logit - classifier threshold logit),   keep_classifier
+//!         t + min(delta, contrast) - hot_spot_floor)         hot_spot_floor
+//! ```
+//!
+//! with t the branch's own `logit_threshold`: at it, the decision is the
+//! union of the three; an operator's `fusion_threshold` one unit lower also
+//! asks one logit less of the classifier and one kelvin (spread) less of
+//! the hot spot.
+//!
 //! over named features of each module, measured on the pixels whose centres
 //! lie inside its quad (values in degrees C on radiometric frames, raw counts
 //! on relative ones):
@@ -41,6 +62,16 @@ pub(crate) const METADATA_KEY: &str = "fusion";
 /// Hot-area threshold above the module's own median, in frame spreads
 /// (crossval.py `HOT_SPREADS`).
 const HOT_SPREADS: f32 = 2.0;
+
+/// A module whose box comes this close to the frame's border (px) is cut by
+/// it (rulecheck.py `BORDER_PX`).
+const BORDER_PX: f32 = 1.0;
+
+/// A module cut by the border whose box's short side is under this share of
+/// the frame's median module short side is a sliver (rulecheck.py
+/// `SLIVER_SHARE`): the classifier's false alarms on the cross-validation
+/// frames are slivers of 4-9 px, the defects at least 17 px of ~58.
+const SLIVER_SHARE: f32 = 0.25;
 
 /// One input of the combiner, by its name in the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +109,15 @@ pub(crate) struct Combiner {
     pub(crate) bias: f32,
     /// Defective when z >= this.
     pub(crate) logit_threshold: f32,
+    /// Hot-spot evidence that decides alone: min(delta, contrast) at or
+    /// above it is defective (kelvin on radiometric frames, spreads on
+    /// relative ones).
+    #[serde(default)]
+    pub(crate) hot_spot_floor: Option<f32>,
 }
 
 impl Combiner {
-    /// z for the feature values `x` (in the rule's feature order).
+    /// The combiner's own z for the feature values `x` (rule feature order).
     fn logit(&self, x: &[f32]) -> f32 {
         self.bias + self.weights.iter().zip(x).map(|(w, v)| w * v).sum::<f32>()
     }
@@ -93,6 +129,8 @@ impl Combiner {
 struct RuleFile {
     version: u32,
     features: Vec<String>,
+    #[serde(default)]
+    keep_classifier: bool,
     radiometric: Option<Combiner>,
     relative: Option<Combiner>,
 }
@@ -101,10 +139,17 @@ struct RuleFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FusionRule {
     features: Vec<Feature>,
+    /// Whether the classifier's own verdict (at its defect threshold, as
+    /// logit `classifier_logit_threshold`) also decides.
+    keep_classifier: bool,
+    classifier_logit_threshold: f32,
     /// For frames with absolute temperatures (degrees C).
     radiometric: Option<Combiner>,
     /// For frames in raw counts.
     relative: Option<Combiner>,
+    /// The operator's threshold on z (`fusion_threshold`), replacing the
+    /// branches' own.
+    threshold: Option<f32>,
 }
 
 impl FusionRule {
@@ -143,7 +188,7 @@ impl FusionRule {
                 )));
             }
             let numbers = c.weights.iter().chain([&c.bias, &c.logit_threshold]);
-            if numbers.into_iter().any(|v| !v.is_finite()) {
+            if numbers.chain(&c.hot_spot_floor).any(|v| !v.is_finite()) {
                 return Err(bad(format!(
                     "branch {name:?} holds a number that is not finite"
                 )));
@@ -156,8 +201,13 @@ impl FusionRule {
         }
         Ok(FusionRule {
             features,
+            keep_classifier: file.keep_classifier,
+            // The classifier's metadata default; `for_classifier` sets the
+            // threshold in use.
+            classifier_logit_threshold: f32::INFINITY,
             radiometric: file.radiometric,
             relative: file.relative,
+            threshold: None,
         })
     }
 
@@ -179,7 +229,11 @@ impl FusionRule {
                 .map(|json| Self::parse(json, classifier.label()))
                 .transpose()?,
         };
-        Ok(rule.map(|r| r.with_threshold(config.fusion_threshold)))
+        Ok(rule.map(|mut r| {
+            let p = classifier.threshold();
+            r.classifier_logit_threshold = (p / (1.0 - p)).ln();
+            r.with_threshold(config.fusion_threshold)
+        }))
     }
 
     /// Reads a rule from a JSON file (the metadata value on its own).
@@ -192,20 +246,34 @@ impl FusionRule {
     /// The same rule deciding at `threshold` on z in every branch (an
     /// operator's operating point), or at its own thresholds for `None`.
     pub(crate) fn with_threshold(mut self, threshold: Option<f32>) -> FusionRule {
-        if let Some(t) = threshold {
-            for c in [&mut self.radiometric, &mut self.relative]
-                .into_iter()
-                .flatten()
-            {
-                c.logit_threshold = t;
-            }
-        }
+        self.threshold = threshold;
         self
     }
 
     /// The threshold on z for frames of this kind, when the rule covers them.
     pub fn logit_threshold(&self, radiometric: bool) -> Option<f32> {
-        self.combiner(radiometric).map(|c| c.logit_threshold)
+        self.combiner(radiometric)
+            .map(|c| self.threshold.unwrap_or(c.logit_threshold))
+    }
+
+    /// z of one module: the combiner's, raised by the evidence that decides
+    /// alone (see the module documentation); `x` in the rule's feature order.
+    fn fused_logit(
+        &self,
+        c: &Combiner,
+        x: &[f32],
+        defect_logit: f32,
+        hot: Option<f32>,
+        sliver: bool,
+    ) -> f32 {
+        let mut z = c.logit(x);
+        if self.keep_classifier && !sliver {
+            z = z.max(c.logit_threshold + defect_logit - self.classifier_logit_threshold);
+        }
+        if let (Some(floor), Some(hot)) = (c.hot_spot_floor, hot) {
+            z = z.max(c.logit_threshold + hot - floor);
+        }
+        z
     }
 
     /// Whether a feature needs the module's pixel values beyond the
@@ -229,11 +297,15 @@ impl FusionRule {
     pub(crate) fn apply(
         &self,
         radiometric: bool,
+        (width, height): (f32, f32),
         modules: &mut [AnalysedModule],
         values: &[Vec<(f32, u32)>],
         scratch: &mut Vec<f32>,
     ) {
-        let Some(combiner) = self.combiner(radiometric) else {
+        let (Some(combiner), Some(threshold)) = (
+            self.combiner(radiometric),
+            self.logit_threshold(radiometric),
+        ) else {
             return;
         };
         scratch.clear();
@@ -243,6 +315,14 @@ impl FusionRule {
                 .filter_map(|m| m.temperature.as_ref().map(|t| t.median)),
         );
         let scale = FrameScale::of(scratch, radiometric);
+        let short_side = |m: &AnalysedModule| {
+            let b = m.detection.quad.bbox();
+            b.width().min(b.height())
+        };
+        scratch.clear();
+        scratch.extend(modules.iter().map(short_side));
+        scratch.sort_by(f32::total_cmp);
+        let typical_side = scratch.get(scratch.len() / 2).copied().unwrap_or(0.0);
         let mut x = Vec::with_capacity(self.features.len());
         for (i, m) in modules.iter_mut().enumerate() {
             let logits = m.detection.defect.logits;
@@ -258,9 +338,20 @@ impl FusionRule {
                         .map_or(0.0, |v| share_above(v, t.median + HOT_SPREADS * s.spread)),
                 }
             }));
-            let z = combiner.logit(&x);
+            // min(delta, contrast): hot against the frame and within the module.
+            let hot = match (&m.temperature, scale) {
+                (Some(t), Some(s)) => Some((t.max - s.reference).min(t.max - t.median) / s.spread),
+                _ => None,
+            };
+            let b = m.detection.quad.bbox();
+            let at_border = b.x0 <= BORDER_PX
+                || b.y0 <= BORDER_PX
+                || b.x1 >= width - BORDER_PX
+                || b.y1 >= height - BORDER_PX;
+            let sliver = at_border && short_side(m) < SLIVER_SHARE * typical_side;
+            let z = self.fused_logit(combiner, &x, logits[12], hot, sliver);
             let defect = &mut m.detection.defect;
-            defect.defective = z >= combiner.logit_threshold;
+            defect.defective = z >= threshold;
             defect.anomaly_class = anomaly_class(&logits, defect.defective).to_string();
             defect.decision = Decision::Fused;
             defect.fused_logit = Some(z);
@@ -341,6 +432,16 @@ mod tests {
     /// at about 30 C, module `hot` (if any) 8 K hotter; every module gets
     /// the same healthy classifier verdict (defect logit -3).
     fn row_of_modules(hot: Option<usize>) -> (Frame, Vec<ModuleDetection>) {
+        row_with(hot, 800, |_, y| (10..40).contains(&y))
+    }
+
+    /// As [`row_of_modules`], with module `hot` `centi_k` hotter where
+    /// `area(x within the module, y)` holds.
+    fn row_with(
+        hot: Option<usize>,
+        centi_k: u16,
+        area: impl Fn(u32, u32) -> bool,
+    ) -> (Frame, Vec<ModuleDetection>) {
         let (w, h) = (160u32, 50u32);
         let pixels = (0..h)
             .flat_map(|y| (0..w).map(move |x| (x, y)))
@@ -348,8 +449,8 @@ mod tests {
                 let module = (x as usize).checked_sub(5).map(|v| v / 25);
                 // A little texture so medians and maxima differ.
                 let base = 30315 + ((x * 7 + y * 13) % 40) as u16;
-                if module == hot && (10..40).contains(&y) {
-                    base + 800
+                if module == hot && area(x.saturating_sub(5) % 25, y) {
+                    base + centi_k
                 } else {
                     base
                 }
@@ -421,6 +522,71 @@ mod tests {
             .modules
             .iter()
             .all(|m| m.detection.defect.fused_logit.unwrap() < -6.0));
+    }
+
+    /// A rule whose combiner alone flags nothing (bias -50), with a hot-spot
+    /// floor of `floor` K on radiometric frames.
+    fn floor_rule(floor: f32) -> FusionRule {
+        let json = format!(
+            r#"{{"version":1,"features":["defect_logit","delta","contrast"],
+            "radiometric":{{"weights":[1.0,1.0,1.0],"bias":-50.0,"logit_threshold":0.0,"hot_spot_floor":{floor}}}}}"#
+        );
+        FusionRule::parse(&json, "test rule").unwrap()
+    }
+
+    #[test]
+    fn a_hot_cell_above_the_floor_is_flagged_whatever_the_classifier_says() {
+        // One 4x5 px cell of module 2, 5.5 K above everything else; every
+        // crop's classifier verdict is healthy (defect logit -3).
+        let cell = |x: u32, y: u32| (8..12).contains(&x) && (20..25).contains(&y);
+        let decide = |floor: f32| {
+            let (frame, detections) = row_with(Some(2), 550, cell);
+            let mut analyser = Analyser::new(AnalysisConfig::default())
+                .unwrap()
+                .with_fusion(Some(floor_rule(floor)));
+            let a = analyser.analyse(&frame, detections, None);
+            let flagged: Vec<usize> = (0..6)
+                .filter(|&i| a.modules[i].detection.defect.defective)
+                .collect();
+            (flagged, a.modules[2].detection.defect.fused_logit.unwrap())
+        };
+        let (flagged, z) = decide(5.0);
+        assert_eq!(flagged, vec![2]);
+        // z = 0 + min(delta, contrast) - 5: about 0.5 (+- the texture).
+        assert!((0.1..1.0).contains(&z), "z = {z}");
+        let (flagged, z) = decide(6.0);
+        assert!(flagged.is_empty(), "{flagged:?}");
+        assert!((-0.9..-0.1).contains(&z), "z = {z}");
+    }
+
+    #[test]
+    fn with_keep_classifier_the_combiner_cannot_veto_the_classifier() {
+        let (frame, mut detections) = row_of_modules(None);
+        let mut logits = [0.0f32; 13];
+        logits[12] = 4.0;
+        detections[1].defect = interpret(&logits, 0.5);
+        let json = r#"{"version":1,"features":["defect_logit"],"keep_classifier":true,
+            "radiometric":{"weights":[0.0],"bias":-50.0,"logit_threshold":-1.0}}"#;
+        let mut rule = FusionRule::parse(json, "test rule").unwrap();
+        // What `for_classifier` sets from a classifier threshold of 0.95.
+        rule.classifier_logit_threshold = (0.95f32 / 0.05).ln();
+        let mut analyser = Analyser::new(AnalysisConfig::default())
+            .unwrap()
+            .with_fusion(Some(rule.clone()));
+        let a = analyser.analyse(&frame, detections.clone(), None);
+        let flagged: Vec<usize> = (0..6)
+            .filter(|&i| a.modules[i].detection.defect.defective)
+            .collect();
+        // Logit 4 >= ln(19) = 2.94: kept; z = -1 + 4 - 2.94.
+        assert_eq!(flagged, vec![1]);
+        let z = a.modules[1].detection.defect.fused_logit.unwrap();
+        assert!((z - (4.0 - 1.0 - 19f32.ln())).abs() < 1e-5, "z = {z}");
+        // An operator's threshold 1.5 above the rule's asks logit 4.44 of the classifier.
+        let mut analyser = Analyser::new(AnalysisConfig::default())
+            .unwrap()
+            .with_fusion(Some(rule.with_threshold(Some(0.5))));
+        let a = analyser.analyse(&frame, detections, None);
+        assert!(a.modules.iter().all(|m| !m.detection.defect.defective));
     }
 
     #[test]

@@ -219,7 +219,8 @@ impl Analyser {
         // (the healthy reference, severity, tracking).
         if let Some(rule) = &self.fusion {
             let values = if keep_values { &self.values[..] } else { &[] };
-            rule.apply(absolute, &mut modules, values, &mut self.means);
+            let size = (frame.width() as f32, frame.height() as f32);
+            rule.apply(absolute, size, &mut modules, values, &mut self.means);
         }
         for m in modules.iter_mut().filter(|m| m.detection.defect.defective) {
             if let Some(class) = name(frame, &m.detection.quad) {

@@ -87,7 +87,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
         rows.push(StageTiming {
             precision: name,
-            stage: "load + optimise both models".into(),
+            stage: "load + optimise the models".into(),
             median_ms: load_ms,
             min_ms: load_ms,
             max_ms: load_ms,
@@ -105,15 +105,20 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             rows.push(timing(name, "classifier, one module", n, || {
                 stack.classifier.assess(&frame, &first.quad).map(drop)
             })?);
-            rows.push(timing(
-                name,
-                "anomaly model, one flagged module",
-                n,
-                || {
-                    stack.anomaly_class(&frame, &first.quad);
-                    Ok(())
-                },
-            )?);
+            if config.anomaly_views > 0 {
+                rows.push(timing(
+                    name,
+                    &format!(
+                        "anomaly model, one flagged module, {} views",
+                        config.anomaly_views
+                    ),
+                    n,
+                    || {
+                        stack.anomaly_class(&frame, &first.quad);
+                        Ok(())
+                    },
+                )?);
+            }
         }
         rows.push(timing(
             name,
@@ -129,18 +134,38 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             .iter()
             .filter(|m| m.detection.defect.defective)
             .count();
-        rows.push(timing(
-            name,
-            &format!(
-                "whole frame: models + analysis, {} modules, {flagged} flagged",
-                modules.len()
-            ),
-            n,
-            || inspector.inspect(&frame, None).map(drop),
-        )?);
-        if let Some(last) = rows.last() {
-            frame_ms.push((name, last.median_ms));
-        }
+        let whole = format!(
+            "whole frame: models + analysis, {} modules, {flagged} flagged",
+            modules.len()
+        );
+        let frame_row = if config.anomaly_views == 0 {
+            timing(name, &whole, n, || {
+                inspector.inspect(&frame, None).map(drop)
+            })?
+        } else {
+            // The same frame without the anomaly model, interleaved call by
+            // call so that both rows see the same machine: what naming the
+            // flagged modules adds.
+            let plain = ModelConfig {
+                anomaly_views: 0,
+                ..config.clone()
+            };
+            let mut without = Inspector::new(&plain, AnalysisConfig::default())?;
+            let (with_row, without_row) = timing_interleaved(
+                name,
+                [
+                    &format!("{whole}, {} anomaly views", config.anomaly_views),
+                    "  the same without the anomaly model",
+                ],
+                n,
+                || inspector.inspect(&frame, None).map(drop),
+                || without.inspect(&frame, None).map(drop),
+            )?;
+            rows.push(without_row);
+            with_row
+        };
+        frame_ms.push((name, frame_row.median_ms));
+        rows.push(frame_row);
         let inspection = inspector.inspect(&frame, None)?;
         let mut builder = MessageBuilder::new(
             Identity::new("pvtherm", "bench")?,
@@ -245,20 +270,54 @@ fn timing(
     }
     let mut ms = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let start = Instant::now();
-        f()?;
-        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        ms.push(time_once(&mut f)?);
     }
+    Ok(summarise(precision, stage, ms))
+}
+
+/// [`timing`] for two stages at once, alternating call by call: a ratio
+/// between them is not moved by the machine getting busier or quieter.
+fn timing_interleaved(
+    precision: &'static str,
+    stages: [&str; 2],
+    n: u32,
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<(StageTiming, StageTiming)> {
+    for _ in 0..2 {
+        a().with_context(|| format!("{} failed", stages[0]))?;
+        b().with_context(|| format!("{} failed", stages[1]))?;
+    }
+    let (mut ms_a, mut ms_b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        ms_a.push(time_once(&mut a)?);
+        ms_b.push(time_once(&mut b)?);
+    }
+    Ok((
+        summarise(precision, stages[0], ms_a),
+        summarise(precision, stages[1], ms_b),
+    ))
+}
+
+/// Milliseconds one call of `f` takes.
+fn time_once(f: &mut impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Median and range of `ms` (at least one timing) as a table row.
+fn summarise(precision: &'static str, stage: &str, mut ms: Vec<f64>) -> StageTiming {
     ms.sort_by(f64::total_cmp);
-    Ok(StageTiming {
+    StageTiming {
         precision,
         stage: stage.to_string(),
         median_ms: ms[ms.len() / 2],
         min_ms: ms[0],
         max_ms: ms[ms.len() - 1],
-        iterations: n,
+        iterations: ms.len() as u32,
         percent_of_frame: None,
-    })
+    }
 }
 
 fn print_table(args: &BenchArgs, frame: &pvtherm::frame::Frame, rows: &[StageTiming]) {
@@ -276,7 +335,7 @@ fn print_table(args: &BenchArgs, frame: &pvtherm::frame::Frame, rows: &[StageTim
             .join(" ")
     );
     println!(
-        "{:<9} {:<48} {:>10} {:>9} {:>9} {:>8}",
+        "{:<9} {:<64} {:>10} {:>9} {:>9} {:>8}",
         "precision", "stage", "median ms", "min ms", "max ms", "% frame"
     );
     for r in rows {
@@ -285,7 +344,7 @@ fn print_table(args: &BenchArgs, frame: &pvtherm::frame::Frame, rows: &[StageTim
             .map(|p| format!("{p:.1}"))
             .unwrap_or_default();
         println!(
-            "{:<9} {:<48} {:>10.2} {:>9.2} {:>9.2} {:>8}",
+            "{:<9} {:<64} {:>10.2} {:>9.2} {:>9.2} {:>8}",
             r.precision, r.stage, r.median_ms, r.min_ms, r.max_ms, share
         );
     }

@@ -28,6 +28,11 @@ pub(crate) struct ModelArgs {
     /// modules (default: the built-in one).
     #[arg(long, value_name = "PATH")]
     pub(crate) anomaly: Option<PathBuf>,
+    /// Views of each flagged module the anomaly model averages: 1, 2 or 4
+    /// (one model run each), 0 = none, the classifier names the class
+    /// [default: 2, or the config file's].
+    #[arg(long, value_name = "N")]
+    pub(crate) anomaly_views: Option<usize>,
     /// Which built-in models to use; `auto` times both pairs in the daemon
     /// and `serve` and is f32 in one-shot commands [default: auto, or the
     /// config file's].
@@ -93,6 +98,7 @@ impl ModelArgs {
             detector: self.detector.clone().or(base.detector),
             classifier: self.classifier.clone().or(base.classifier),
             anomaly: self.anomaly.clone().or(base.anomaly),
+            anomaly_views: self.anomaly_views.unwrap_or(base.anomaly_views),
             input_width,
             input_height,
             input_scale: self.input_scale.unwrap_or(base.input_scale),

@@ -170,6 +170,10 @@ pub struct ModelConfig {
     /// Anomaly class model ONNX file (names the class of the modules the
     /// defect decision flags); unset = the built-in one of `precision`.
     pub anomaly: Option<PathBuf>,
+    /// Views of each flagged module the anomaly model averages (1, 2 or 4:
+    /// the crop, its 180-degree turn, its two mirrors), one model run each;
+    /// 0 = no anomaly model: the classifier's class head names the class.
+    pub anomaly_views: usize,
     /// Width the frame is resized to before detection (multiple of 16).
     pub input_width: usize,
     /// Height the frame is resized to before detection (multiple of 16).
@@ -210,6 +214,7 @@ impl Default for ModelConfig {
             detector: None,
             classifier: None,
             anomaly: None,
+            anomaly_views: 2,
             input_width: 640,
             input_height: 512,
             input_scale: InputScale::Auto,
@@ -266,6 +271,12 @@ impl ModelConfig {
                      (0 = fused score 0.5)"
                 );
             }
+        }
+        if self.anomaly_views != 0 && !anomaly::ANOMALY_VIEWS.contains(&self.anomaly_views) {
+            anyhow::bail!(
+                "[model] anomaly_views = {}: must be 0 (no anomaly model), 1, 2 or 4",
+                self.anomaly_views
+            );
         }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             anyhow::bail!(
@@ -410,8 +421,9 @@ mod builtin {
 pub struct ModelStack {
     pub detector: Detector,
     pub classifier: Classifier,
-    /// Names the class of flagged modules ([`ModelStack::anomaly_class`]).
-    anomaly: AnomalyModel,
+    /// Names the class of flagged modules ([`ModelStack::anomaly_class`]);
+    /// `None` with `anomaly_views = 0`.
+    anomaly: Option<AnomalyModel>,
     /// Picks the detector's input size per frame.
     config: ModelConfig,
 }
@@ -427,7 +439,10 @@ impl ModelStack {
             config.threads,
         )?;
         let classifier = Classifier::load(&config.classifier_source(), config.defect_threshold)?;
-        let anomaly = AnomalyModel::load(&config.anomaly_source())?;
+        let anomaly = match config.anomaly_views {
+            0 => None,
+            views => Some(AnomalyModel::load(&config.anomaly_source(), views)?),
+        };
         Ok(Self {
             detector,
             classifier,
@@ -436,22 +451,23 @@ impl ModelStack {
         })
     }
 
-    /// Where the anomaly class model was loaded from.
-    pub(crate) fn anomaly_label(&self) -> &str {
-        self.anomaly.label()
+    /// Where the anomaly class model was loaded from; `None` when none runs.
+    pub(crate) fn anomaly_label(&self) -> Option<&str> {
+        self.anomaly.as_ref().map(AnomalyModel::label)
     }
 
     /// The anomaly class of a module the defect decision flagged, from the
-    /// anomaly model; `None` (the classifier's class stays) if the model
-    /// fails on this crop, which is logged: the class is a label, the
-    /// decision is already made.
+    /// anomaly model; `None` (the classifier's class stays) when no anomaly
+    /// model runs or it fails on this crop, which is logged: the class is a
+    /// label, the decision is already made.
     pub fn anomaly_class(&mut self, frame: &Frame, quad: &Quad) -> Option<&'static str> {
-        self.anomaly
+        let model = self.anomaly.as_mut()?;
+        model
             .name(frame, quad)
             .map_err(|e| {
                 log::warn!(
                     "{}: {e:#}; the module keeps the classifier's anomaly class",
-                    self.anomaly.label()
+                    model.label()
                 )
             })
             .ok()

@@ -37,17 +37,22 @@ F32 = np.float32
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def flips(x: np.ndarray) -> list[np.ndarray]:
-    """The crop batch (B, 1, 40, 24) and its three flips: the test-time views the daemon averages."""
-    return [x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]]
+VIEW_COUNTS = (1, 2, 4)
 
 
-def logits(run, x: np.ndarray, tta: bool, bs: int = 512) -> np.ndarray:
-    """Class logits (B, 12) of `run` (batch -> (b, 12) array), averaged over the flips when `tta`."""
-    views = flips(x) if tta else [x]
+def views(x: np.ndarray, n: int) -> list[np.ndarray]:
+    """The first `n` test-time views of the crop batch (B, 1, 40, 24) in the daemon's order
+    (`[model] anomaly_views`): the crop, turned 180 degrees, mirrored left-right, mirrored
+    top-bottom."""
+    return [x, x[..., ::-1, ::-1], x[..., ::-1], x[..., ::-1, :]][:n]
+
+
+def logits(run, x: np.ndarray, n_views: int = 1, bs: int = 512) -> np.ndarray:
+    """Class logits (B, 12) of `run` (batch -> (b, 12) array), averaged over `n_views` views."""
+    views_ = views(x, n_views)
     out = []
     for i in range(0, len(x), bs):
-        out.append(np.mean([run(np.ascontiguousarray(v[i:i + bs], dtype=F32)) for v in views], axis=0))
+        out.append(np.mean([run(np.ascontiguousarray(v[i:i + bs], dtype=F32)) for v in views_], axis=0))
     return np.concatenate(out) if out else np.zeros((0, 12), F32)
 
 
@@ -99,7 +104,7 @@ def train(args) -> None:
         torch.save({"model": model.state_dict(), "cfg": model.cfg, "step": step, "args": vars(args)}, out / "last.pt")
 
     def evaluate(step, minutes):
-        r = {"step": step, "minutes": round(minutes, 1), "acc12": metrics(logits(torch_runner(model), vx, False), vy)["acc12"]}
+        r = {"step": step, "minutes": round(minutes, 1), "acc12": metrics(logits(torch_runner(model), vx), vy)["acc12"]}
         print("VAL", json.dumps(r), flush=True)
         log.write(json.dumps(r) + "\n")
         log.flush()
@@ -158,9 +163,9 @@ def evaluate_files(args) -> None:
     res = {}
     for p in ("f32", "int8"):
         run = ort_runner(Path(args.model_dir) / f"pvtherm-anomaly-{p}.onnx")
-        res[p] = {"single": metrics(logits(run, vx, False), vy), "flips": metrics(logits(run, vx, True), vy)}
-        print(p, "acc12", res[p]["single"]["acc12"], "with flips", res[p]["flips"]["acc12"], flush=True)
-        print("  per-class recall (flips):", res[p]["flips"]["per_class_recall"], flush=True)
+        res[p] = {f"views{n}": metrics(logits(run, vx, n), vy) for n in VIEW_COUNTS}
+        print(p, "acc12 with 1 / 2 / 4 views:", *(res[p][f"views{n}"]["acc12"] for n in VIEW_COUNTS), flush=True)
+        print("  per-class recall (2 views):", res[p]["views2"]["per_class_recall"], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     if args.fixture:
@@ -169,7 +174,7 @@ def evaluate_files(args) -> None:
 
 def write_fixture(out: Path, model_dir: Path, args, per_class: int = 2) -> None:
     """The Rust parity fixture: the first `per_class` ISM val crops of each class (8-bit, as in the
-    data set) and the classes and logits onnxruntime gives them with flips, per precision."""
+    data set) and the classes and logits onnxruntime gives them with all 4 views, per precision."""
     ids, images, labels = load_ism(args.data, args.work)
     val = set(load_split()["ism"]["val_ids"])
     pick = [i for c in range(12) for i in [j for j in range(len(ids)) if int(ids[j]) in val and labels[j] == c][:per_class]]
@@ -178,7 +183,7 @@ def write_fixture(out: Path, model_dir: Path, args, per_class: int = 2) -> None:
     x = np.stack([normalise(images[i]) for i in pick])[:, None]
     expect = {"ids": [int(ids[i]) for i in pick], "labels": [ISM_CLASSES[labels[i]] for i in pick]}
     for p in ("f32", "int8"):
-        lo = logits(ort_runner(model_dir / f"pvtherm-anomaly-{p}.onnx"), x.astype(F32), True)
+        lo = logits(ort_runner(model_dir / f"pvtherm-anomaly-{p}.onnx"), x.astype(F32), 4)
         expect[p] = {"logits": np.round(lo, 4).tolist(),
                      "named": [ISM_CLASSES[1 + int(np.argmax(r[1:]))] for r in lo]}
     (out / "expected.json").write_text(json.dumps(expect) + "\n")
@@ -200,7 +205,7 @@ def pv_defects(args) -> None:
         for q in f.quads[f.defect]:
             x = crop_module(f.raw, q)[None, None].astype(F32)
             names = {}
-            for who, lo in (("anomaly", logits(run, x, True)[0]), ("classifier", head(x)[0, :12])):
+            for who, lo in (("anomaly", logits(run, x, args.views)[0]), ("classifier", head(x)[0, :12])):
                 names[who] = ISM_CLASSES[1 + int(np.argmax(lo[1:]))]
                 t = tally.setdefault(f.subset, {}).setdefault(who, {})
                 t[names[who]] = t.get(names[who], 0) + 1
@@ -248,6 +253,7 @@ def main(argv=None):
     d = sub.add_parser("pv", help="classes named for the annotated defective pv-thermography modules")
     d.add_argument("--model-dir", default=str(MODELS))
     d.add_argument("--montage", help="PNG of the crops with their names")
+    d.add_argument("--views", type=int, choices=VIEW_COUNTS, default=2, help="test-time views averaged")
     for p in (t, e, v, d):
         add_data_args(p)
     args = ap.parse_args(argv)

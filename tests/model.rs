@@ -393,26 +393,11 @@ fn flagged_by_detect(extra: &[&str]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The fusion rule the shipped classifier decides with: its own
-/// `pvtherm.fusion`, or, for classifier 0.3.1 (which predates the key), the
-/// combiner its cross-validation chose (`tests/fixtures/fusion/cv-0.3.1.json`).
-fn shipped_rule_args() -> Vec<String> {
-    let shipped = committed_model("pvtherm-classifier-f32.onnx");
-    let has_rule = shipped.windows(14).any(|w| w == b"pvtherm.fusion");
-    if has_rule {
-        vec![]
-    } else {
-        let rule = fixture("fusion/cv-0.3.1.json");
-        vec!["--fusion-rule".into(), rule.to_str().unwrap().into()]
-    }
-}
-
 #[test]
 fn detect_flags_the_defects_of_both_cameras_and_not_their_healthy_neighbours() {
     let expected: Vec<(usize, usize)> = DEFECT_FRAMES.iter().map(|&(_, n)| (n, 0)).collect();
-    let args = shipped_rule_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(flagged_by_detect(&args), expected, "fused decisions");
+    // The built-in classifier's own rule (its pvtherm.fusion metadata).
+    assert_eq!(flagged_by_detect(&[]), expected, "fused decisions");
 }
 
 #[test]
@@ -551,4 +536,9 @@ fn the_defect_curve_is_monotone_and_holds_the_counts_eval_reports() {
     assert_eq!(fused["defects_true"], 2);
     assert!(fused["curve"].as_array().unwrap().len() >= 2, "{fused}");
     assert_curve_ends_at_the_report(&fused);
+    // The shipped rule, whose z also carries the classifier's verdict and
+    // the hot-spot floor: still one value against one threshold.
+    let shipped = eval_json(&["--only", list.path().to_str().unwrap()]);
+    assert_eq!(shipped["defects_true"], 2);
+    assert_curve_ends_at_the_report(&shipped);
 }

@@ -53,7 +53,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use super::AnalysedModule;
-use crate::model::classifier::{anomaly_class, sigmoid};
+use crate::geometry::BBox;
+use crate::model::classifier::{anomaly_class, logit, sigmoid};
 use crate::model::{Classifier, Decision, ModelConfig};
 
 /// The classifier metadata key (`pvtherm.fusion`) that holds the rule.
@@ -230,8 +231,7 @@ impl FusionRule {
                 .transpose()?,
         };
         Ok(rule.map(|mut r| {
-            let p = classifier.threshold();
-            r.classifier_logit_threshold = (p / (1.0 - p)).ln();
+            r.classifier_logit_threshold = logit(classifier.threshold());
             r.with_threshold(config.fusion_threshold)
         }))
     }
@@ -315,12 +315,9 @@ impl FusionRule {
                 .filter_map(|m| m.temperature.as_ref().map(|t| t.median)),
         );
         let scale = FrameScale::of(scratch, radiometric);
-        let short_side = |m: &AnalysedModule| {
-            let b = m.detection.quad.bbox();
-            b.width().min(b.height())
-        };
+        let short_side = |b: &BBox| b.width().min(b.height());
         scratch.clear();
-        scratch.extend(modules.iter().map(short_side));
+        scratch.extend(modules.iter().map(|m| short_side(&m.detection.quad.bbox())));
         scratch.sort_by(f32::total_cmp);
         let typical_side = scratch.get(scratch.len() / 2).copied().unwrap_or(0.0);
         let mut x = Vec::with_capacity(self.features.len());
@@ -348,7 +345,7 @@ impl FusionRule {
                 || b.y0 <= BORDER_PX
                 || b.x1 >= width - BORDER_PX
                 || b.y1 >= height - BORDER_PX;
-            let sliver = at_border && short_side(m) < SLIVER_SHARE * typical_side;
+            let sliver = at_border && short_side(&b) < SLIVER_SHARE * typical_side;
             let z = self.fused_logit(combiner, &x, logits[12], hot, sliver);
             let defect = &mut m.detection.defect;
             defect.defective = z >= threshold;
@@ -581,6 +578,13 @@ mod tests {
         assert_eq!(flagged, vec![1]);
         let z = a.modules[1].detection.defect.fused_logit.unwrap();
         assert!((z - (4.0 - 1.0 - 19f32.ln())).abs() < 1e-5, "z = {z}");
+        // The same verdict on a sliver cut by the frame's top edge (20x3 px
+        // against modules 20x30) is not kept: the combiner decides it.
+        let mut cut = detections.clone();
+        cut[1].quad = Quad::rect(32.0, 0.0, 52.0, 3.0);
+        cut[1].bbox = cut[1].quad.bbox();
+        let a = analyser.analyse(&frame, cut, None);
+        assert!(a.modules.iter().all(|m| !m.detection.defect.defective));
         // An operator's threshold 1.5 above the rule's asks logit 4.44 of the classifier.
         let mut analyser = Analyser::new(AnalysisConfig::default())
             .unwrap()

@@ -97,9 +97,14 @@ pub(crate) fn anomaly_class(logits: &[f32], defective: bool) -> &'static str {
     ANOMALY_CLASSES[best]
 }
 
-/// The logistic function: defect logit -> probability.
+/// The logistic function: a logit -> its probability.
 pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// The inverse of [`sigmoid`]: a probability threshold as a logit.
+pub(crate) fn logit(p: f32) -> f32 {
+    (p / (1.0 - p)).ln()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use anyhow::{ensure, Result};
 
+use super::classifier::{logit, sigmoid};
 use super::onnx::{self, LoadedModel, ModelSource};
 use super::preprocess;
 use crate::frame::Frame;
@@ -194,10 +195,6 @@ fn tuned_threshold(model: &LoadedModel) -> Result<f32> {
     model.meta_or("score_threshold", 0.3)
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 /// Turns the detector's output maps (`[11, gh, gw]`, row-major) into modules:
 /// peaks of the centre heat map (3x3 local maxima above the threshold), corners
 /// from the regression channels, scaled by `scale` from input to frame
@@ -213,7 +210,7 @@ pub(crate) fn decode(
     let plane = gw * gh;
     let heat = &maps[..plane];
     // Compare logits, not probabilities: sigmoid is monotonic, so only peaks pay for exp().
-    let logit_threshold = (p.score_threshold / (1.0 - p.score_threshold)).ln();
+    let logit_threshold = logit(p.score_threshold);
     let ch = |c: usize, i: usize| maps[c * plane + i];
     let mut found = Vec::new();
     for row in 0..gh {
